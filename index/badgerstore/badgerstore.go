@@ -1,0 +1,339 @@
+// Package badgerstore is the durable index.Store, kept in an embedded
+// Badger database under the daemon's state directory.
+//
+// Keys are grouped by layer so that one prefix scan reads a layer back:
+//
+//	l<digest>             LayerInfo, written last: the completion marker
+//	e<digest>/<seq u32>   entry, in tar order
+//	s<digest>/<idx u32>   span, in stream order
+//	w<digest>/<idx u32>   span window (flate-compressed)
+//
+// A layer's marker is written only after its entries and spans are synced,
+// and it records their counts, which reads check, so a torn write after a
+// power loss is detected instead of served.
+package badgerstore
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/explodefs/explodefs/index"
+)
+
+// Store is an index.Store backed by Badger.
+type Store struct {
+	db *badger.DB
+}
+
+var _ index.Store = (*Store)(nil)
+
+// ErrCorrupt reports a layer whose records do not match its marker.
+var ErrCorrupt = errors.New("index records do not match the layer's completion marker")
+
+// Option tunes Open.
+type Option func(*badger.Options)
+
+// WithLogger routes Badger's own logging to l at warning level and above.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *badger.Options) { o.Logger = badgerLogger{l} }
+}
+
+// WithCacheSize sets Badger's block cache size in bytes.
+func WithCacheSize(n int64) Option {
+	return func(o *badger.Options) { o.BlockCacheSize = n }
+}
+
+// Open opens or creates the database in dir.
+func Open(dir string, opts ...Option) (*Store, error) {
+	o := badger.DefaultOptions(dir).
+		WithLogger(nil).
+		// Memory is a product goal; Badger's defaults buffer up to
+		// 5 x 64 MiB of memtables and a 256 MiB block cache.
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(3).
+		WithBlockCacheSize(32 << 20).
+		WithNumCompactors(2)
+	for _, opt := range opts {
+		opt(&o)
+	}
+	db, err := badger.Open(o)
+	if err != nil {
+		return nil, fmt.Errorf("opening index database in %s: %w", dir, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close implements index.Store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Size returns the bytes the database holds on disk, LSM tree and value log.
+func (s *Store) Size() (lsm, vlog int64) { return s.db.Size() }
+
+func markerKey(d digest.Digest) []byte { return append([]byte{'l'}, d...) }
+
+func recordPrefix(kind byte, d digest.Digest) []byte {
+	p := make([]byte, 0, 2+len(d))
+	p = append(p, kind)
+	p = append(p, d...)
+	return append(p, '/')
+}
+
+func recordKey(kind byte, d digest.Digest, n uint32) []byte {
+	return binary.BigEndian.AppendUint32(recordPrefix(kind, d), n)
+}
+
+// Layer implements index.Store.
+func (s *Store) Layer(_ context.Context, d digest.Digest) (index.LayerInfo, error) {
+	var info index.LayerInfo
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(markerKey(d))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("layer %s: %w", d, index.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error { return json.Unmarshal(v, &info) })
+	})
+	if err != nil {
+		return index.LayerInfo{}, fmt.Errorf("reading index of layer %s: %w", d, err)
+	}
+	return info, nil
+}
+
+// scan calls fn with every value under prefix, in key order, and returns
+// how many there were.
+func (s *Store) scan(ctx context.Context, prefix []byte, fn func(v []byte) error) (int64, error) {
+	var n int64
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if n%1024 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			if err := it.Item().Value(fn); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// Entries implements index.Store.
+func (s *Store) Entries(ctx context.Context, d digest.Digest, fn func(index.Entry) error) error {
+	info, err := s.Layer(ctx, d)
+	if err != nil {
+		return err
+	}
+	n, err := s.scan(ctx, recordPrefix('e', d), func(v []byte) error {
+		var e index.Entry
+		if err := e.UnmarshalBinary(v); err != nil {
+			return err
+		}
+		return fn(e)
+	})
+	if err != nil {
+		return fmt.Errorf("reading entries of layer %s: %w", d, err)
+	}
+	if n != info.Entries {
+		return fmt.Errorf("layer %s: %d entries, marker says %d: %w", d, n, info.Entries, ErrCorrupt)
+	}
+	return nil
+}
+
+// Spans implements index.Store.
+func (s *Store) Spans(ctx context.Context, d digest.Digest) ([]index.Span, error) {
+	info, err := s.Layer(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	spans := make([]index.Span, 0, info.Spans)
+	n, err := s.scan(ctx, recordPrefix('s', d), func(v []byte) error {
+		var sp index.Span
+		if err := sp.UnmarshalBinary(v); err != nil {
+			return err
+		}
+		spans = append(spans, sp)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading spans of layer %s: %w", d, err)
+	}
+	if n != info.Spans {
+		return nil, fmt.Errorf("layer %s: %d spans, marker says %d: %w", d, n, info.Spans, ErrCorrupt)
+	}
+	return spans, nil
+}
+
+// SpanWindow implements index.Store.
+func (s *Store) SpanWindow(_ context.Context, d digest.Digest, i int) ([]byte, error) {
+	var w []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		if _, err := txn.Get(markerKey(d)); err != nil {
+			return err
+		}
+		item, err := txn.Get(recordKey('w', d, uint32(i)))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil // spans at a gzip member start need no window
+		}
+		if err != nil {
+			return err
+		}
+		w, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		err = index.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading window %d of layer %s: %w", i, d, err)
+	}
+	return w, nil
+}
+
+// DeleteLayer implements index.Store. The marker goes first, so a crash
+// halfway leaves an incomplete layer, never a damaged complete one.
+func (s *Store) DeleteLayer(_ context.Context, d digest.Digest) error {
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(markerKey(d)) }); err != nil {
+		return fmt.Errorf("deleting layer %s: %w", d, err)
+	}
+	return s.dropRecords(d)
+}
+
+func (s *Store) dropRecords(d digest.Digest) error {
+	for _, kind := range []byte{'e', 's', 'w'} {
+		prefix := recordPrefix(kind, d)
+		if !s.hasPrefix(prefix) {
+			continue
+		}
+		if err := s.db.DropPrefix(prefix); err != nil {
+			return fmt.Errorf("dropping %c records of layer %s: %w", kind, d, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) hasPrefix(prefix []byte) bool {
+	found := false
+	_ = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		it.Rewind()
+		found = it.Valid()
+		return nil
+	})
+	return found
+}
+
+// NewLayerWriter implements index.Store.
+func (s *Store) NewLayerWriter(ctx context.Context, d digest.Digest) (index.LayerWriter, error) {
+	if _, err := s.Layer(ctx, d); err == nil {
+		if err := s.DeleteLayer(ctx, d); err != nil {
+			return nil, err
+		}
+	} else if err := s.dropRecords(d); err != nil {
+		return nil, err
+	}
+	return &writer{db: s.db, digest: d, batch: s.db.NewWriteBatch()}, nil
+}
+
+type writer struct {
+	db      *badger.DB
+	digest  digest.Digest
+	batch   *badger.WriteBatch
+	entries uint32
+	spans   uint32
+	done    bool
+}
+
+var errWriterDone = errors.New("layer writer already committed or aborted")
+
+func (w *writer) AddEntry(e index.Entry) error {
+	if w.done {
+		return errWriterDone
+	}
+	v, err := e.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if err := w.batch.Set(recordKey('e', w.digest, w.entries), v); err != nil {
+		return fmt.Errorf("layer %s: recording entry %q: %w", w.digest, e.Path, err)
+	}
+	w.entries++
+	return nil
+}
+
+func (w *writer) AddSpan(sp index.Span) error {
+	if w.done {
+		return errWriterDone
+	}
+	v, err := sp.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if err := w.batch.Set(recordKey('s', w.digest, w.spans), v); err != nil {
+		return fmt.Errorf("layer %s: recording span %d: %w", w.digest, w.spans, err)
+	}
+	if len(sp.Window) > 0 {
+		if err := w.batch.Set(recordKey('w', w.digest, w.spans), append([]byte(nil), sp.Window...)); err != nil {
+			return fmt.Errorf("layer %s: recording window %d: %w", w.digest, w.spans, err)
+		}
+	}
+	w.spans++
+	return nil
+}
+
+func (w *writer) Commit(info index.LayerInfo) error {
+	if w.done {
+		return errWriterDone
+	}
+	w.done = true
+	if err := w.batch.Flush(); err != nil {
+		return fmt.Errorf("layer %s: writing index: %w", w.digest, err)
+	}
+	if err := w.db.Sync(); err != nil {
+		return fmt.Errorf("layer %s: syncing index: %w", w.digest, err)
+	}
+	info.Digest, info.Entries, info.Spans = w.digest, int64(w.entries), int64(w.spans)
+	v, err := json.Marshal(info)
+	if err != nil {
+		return err
+	}
+	if err := w.db.Update(func(txn *badger.Txn) error { return txn.Set(markerKey(w.digest), v) }); err != nil {
+		return fmt.Errorf("layer %s: marking complete: %w", w.digest, err)
+	}
+	if err := w.db.Sync(); err != nil {
+		return fmt.Errorf("layer %s: syncing completion marker: %w", w.digest, err)
+	}
+	return nil
+}
+
+func (w *writer) Abort() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	w.batch.Cancel()
+	return nil
+}
+
+// badgerLogger adapts slog to Badger's logger, dropping its chatty info
+// and debug lines.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error(fmt.Sprintf(f, a...), "component", "badger") }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn(fmt.Sprintf(f, a...), "component", "badger") }
+func (b badgerLogger) Infof(string, ...any)        {}
+func (b badgerLogger) Debugf(string, ...any)       {}

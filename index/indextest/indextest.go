@@ -1,0 +1,348 @@
+// Package indextest is the conformance suite for index.Store
+// implementations. Every implementation runs the same Run, so the lazy
+// reader and the merged view can rely on one set of rules.
+package indextest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/explodefs/explodefs/index"
+)
+
+// NewStore returns an empty store for one subtest; the suite closes it.
+type NewStore func(t *testing.T) index.Store
+
+// Run runs the conformance suite against stores made by newStore.
+func Run(t *testing.T, newStore NewStore) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s index.Store)
+	}{
+		{"UncommittedLayerIsInvisible", testUncommittedInvisible},
+		{"CommitRoundTrip", testCommitRoundTrip},
+		{"AbortDiscards", testAbortDiscards},
+		{"RewriteReplaces", testRewriteReplaces},
+		{"DeleteLayer", testDeleteLayer},
+		{"ConcurrentWriters", testConcurrentWriters},
+		{"ManyEntries", testManyEntries},
+		{"CallbackErrorStops", testCallbackErrorStops},
+		{"CancelledContextStops", testCancelledContext},
+		{"WriterRefusesUseAfterCommit", testUseAfterCommit},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			t.Cleanup(func() { _ = s.Close() })
+			tc.fn(t, s)
+		})
+	}
+}
+
+// LayerDigest returns a distinct, valid layer digest for n.
+func LayerDigest(n int) digest.Digest {
+	return digest.FromString(fmt.Sprintf("layer-%d", n))
+}
+
+// SampleEntries returns n entries that use every field.
+func SampleEntries(n int) []index.Entry {
+	types := []index.EntryType{index.TypeRegular, index.TypeDir, index.TypeSymlink,
+		index.TypeHardlink, index.TypeChar, index.TypeBlock, index.TypeFifo}
+	out := make([]index.Entry, n)
+	for i := range out {
+		e := index.Entry{
+			Path:     fmt.Sprintf("dir%d/sübdir/file-%d", i%7, i),
+			Type:     types[i%len(types)],
+			Mode:     uint32(0o7777 & (i*0o1111 + 0o644)),
+			UID:      uint32(i * 1000),
+			GID:      uint32(65534 - i),
+			Size:     int64(i) * 4097,
+			ModTime:  time.Unix(1700000000+int64(i), int64(i%1000)*1000+7).UTC(),
+			DevMajor: uint32(i % 9),
+			DevMinor: uint32(i % 255),
+			Offset:   int64(i) * 8192,
+		}
+		if e.Type == index.TypeSymlink || e.Type == index.TypeHardlink {
+			e.Linkname = fmt.Sprintf("../target-%d", i)
+		}
+		if i%3 == 0 {
+			e.Xattrs = []index.Xattr{
+				{Name: "security.capability", Value: []byte{1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}},
+				{Name: "user.k", Value: []byte(fmt.Sprint(i))},
+			}
+		}
+		out[i] = e
+	}
+	return out
+}
+
+// SampleSpans returns n spans; every third starts a gzip member and has no window.
+func SampleSpans(n int) []index.Span {
+	out := make([]index.Span, n)
+	for i := range out {
+		sp := index.Span{Out: int64(i) << 20, In: int64(i) * 400000, Bits: uint8(i % 8)}
+		sp.Digest[0], sp.Digest[31] = byte(i), byte(i>>8)
+		if i%3 == 0 {
+			sp.Bits, sp.MemberStart = 0, true
+		} else {
+			sp.Window = []byte(fmt.Sprintf("window-%d", i))
+		}
+		out[i] = sp
+	}
+	return out
+}
+
+func write(t *testing.T, s index.Store, d digest.Digest, entries []index.Entry, spans []index.Span) {
+	t.Helper()
+	ctx := context.Background()
+	w, err := s.NewLayerWriter(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := w.AddEntry(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, sp := range spans {
+		if err := w.AddSpan(sp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(index.LayerInfo{Compression: index.Gzip, CompressedSize: 123, UncompressedSize: 4567}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readEntries(t *testing.T, s index.Store, d digest.Digest) []index.Entry {
+	t.Helper()
+	var got []index.Entry
+	if err := s.Entries(context.Background(), d, func(e index.Entry) error {
+		got = append(got, e)
+		return nil
+	}); err != nil {
+		t.Fatalf("Entries(%s): %v", d, err)
+	}
+	return got
+}
+
+func testUncommittedInvisible(t *testing.T, s index.Store) {
+	ctx := context.Background()
+	d := LayerDigest(1)
+	w, err := s.NewLayerWriter(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range SampleEntries(10) {
+		if err := w.AddEntry(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Layer(ctx, d); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("Layer before commit: got %v, want ErrNotFound", err)
+	}
+	if err := s.Entries(ctx, d, func(index.Entry) error { return nil }); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("Entries before commit: got %v, want ErrNotFound", err)
+	}
+	if _, err := s.Spans(ctx, d); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("Spans before commit: got %v, want ErrNotFound", err)
+	}
+	_ = w.Abort()
+}
+
+func testCommitRoundTrip(t *testing.T, s index.Store) {
+	ctx := context.Background()
+	d := LayerDigest(2)
+	entries, spans := SampleEntries(50), SampleSpans(10)
+	write(t, s, d, entries, spans)
+
+	info, err := s.Layer(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := index.LayerInfo{Digest: d, Compression: index.Gzip, CompressedSize: 123,
+		UncompressedSize: 4567, Entries: 50, Spans: 10}
+	if info != want {
+		t.Errorf("Layer = %+v, want %+v", info, want)
+	}
+	if got := readEntries(t, s, d); !reflect.DeepEqual(got, entries) {
+		t.Errorf("entries differ after round trip:\n got %+v\nwant %+v", got[:2], entries[:2])
+	}
+	gotSpans, err := s.Spans(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gotSpans) != len(spans) {
+		t.Fatalf("Spans returned %d, want %d", len(gotSpans), len(spans))
+	}
+	for i, sp := range gotSpans {
+		wantSpan := spans[i]
+		wantSpan.Window = nil
+		if len(sp.Window) != 0 {
+			t.Errorf("span %d: Spans returned a window", i)
+		}
+		sp.Window = nil
+		if !reflect.DeepEqual(sp, wantSpan) {
+			t.Errorf("span %d = %+v, want %+v", i, sp, wantSpan)
+		}
+		w, err := s.SpanWindow(ctx, d, i)
+		if err != nil {
+			t.Fatalf("SpanWindow(%d): %v", i, err)
+		}
+		if string(w) != string(spans[i].Window) {
+			t.Errorf("SpanWindow(%d) = %q, want %q", i, w, spans[i].Window)
+		}
+	}
+}
+
+func testAbortDiscards(t *testing.T, s index.Store) {
+	ctx := context.Background()
+	d := LayerDigest(3)
+	w, err := s.NewLayerWriter(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range SampleEntries(20) {
+		_ = w.AddEntry(e)
+	}
+	if err := w.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Layer(ctx, d); !errors.Is(err, index.ErrNotFound) {
+		t.Fatalf("Layer after abort: %v, want ErrNotFound", err)
+	}
+	write(t, s, d, SampleEntries(5), SampleSpans(2))
+	if got := readEntries(t, s, d); len(got) != 5 {
+		t.Errorf("after abort and rewrite: %d entries, want 5", len(got))
+	}
+}
+
+func testRewriteReplaces(t *testing.T, s index.Store) {
+	d := LayerDigest(4)
+	write(t, s, d, SampleEntries(30), SampleSpans(6))
+	write(t, s, d, SampleEntries(3), SampleSpans(1))
+	if got := readEntries(t, s, d); !reflect.DeepEqual(got, SampleEntries(3)) {
+		t.Errorf("rewrite kept old entries: got %d entries, want 3", len(got))
+	}
+	spans, err := s.Spans(context.Background(), d)
+	if err != nil || len(spans) != 1 {
+		t.Errorf("rewrite: %d spans, err %v; want 1", len(spans), err)
+	}
+}
+
+func testDeleteLayer(t *testing.T, s index.Store) {
+	ctx := context.Background()
+	keep, gone := LayerDigest(5), LayerDigest(6)
+	write(t, s, keep, SampleEntries(4), SampleSpans(2))
+	write(t, s, gone, SampleEntries(4), SampleSpans(2))
+	if err := s.DeleteLayer(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Layer(ctx, gone); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("deleted layer still there: %v", err)
+	}
+	if got := readEntries(t, s, keep); len(got) != 4 {
+		t.Errorf("other layer lost entries: %d", len(got))
+	}
+}
+
+func testConcurrentWriters(t *testing.T, s index.Store) {
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			ctx := context.Background()
+			w, err := s.NewLayerWriter(ctx, LayerDigest(100+i))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for _, e := range SampleEntries(500 + i) {
+				if err := w.AddEntry(e); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			if err := w.Commit(index.LayerInfo{}); err != nil {
+				t.Error(err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	for i := 0; i < 4; i++ {
+		if got := readEntries(t, s, LayerDigest(100+i)); len(got) != 500+i {
+			t.Errorf("layer %d: %d entries, want %d", i, len(got), 500+i)
+		}
+	}
+}
+
+func testManyEntries(t *testing.T, s index.Store) {
+	d := LayerDigest(7)
+	entries := SampleEntries(60000)
+	write(t, s, d, entries, SampleSpans(100))
+	got := readEntries(t, s, d)
+	if len(got) != len(entries) {
+		t.Fatalf("%d entries, want %d", len(got), len(entries))
+	}
+	for i := range got {
+		if got[i].Path != entries[i].Path || got[i].Offset != entries[i].Offset {
+			t.Fatalf("entry %d out of order: %q", i, got[i].Path)
+		}
+	}
+}
+
+func testCallbackErrorStops(t *testing.T, s index.Store) {
+	d := LayerDigest(8)
+	write(t, s, d, SampleEntries(100), nil)
+	stop := errors.New("stop")
+	calls := 0
+	err := s.Entries(context.Background(), d, func(index.Entry) error {
+		calls++
+		if calls == 3 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || calls != 3 {
+		t.Errorf("Entries: err %v after %d calls, want the callback's error after 3", err, calls)
+	}
+}
+
+func testCancelledContext(t *testing.T, s index.Store) {
+	d := LayerDigest(9)
+	write(t, s, d, SampleEntries(5000), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := s.Entries(ctx, d, func(index.Entry) error { return nil })
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Entries with cancelled context: %v, want context.Canceled", err)
+	}
+}
+
+func testUseAfterCommit(t *testing.T, s index.Store) {
+	ctx := context.Background()
+	w, err := s.NewLayerWriter(ctx, LayerDigest(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(index.LayerInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.AddEntry(SampleEntries(1)[0]); err == nil {
+		t.Error("AddEntry after Commit succeeded")
+	}
+	if err := w.Commit(index.LayerInfo{}); err == nil {
+		t.Error("second Commit succeeded")
+	}
+	if err := w.Abort(); err != nil {
+		t.Errorf("Abort after Commit: %v", err)
+	}
+}
