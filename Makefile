@@ -1,0 +1,55 @@
+SHELL := /bin/bash
+# explodefs. `make run` starts the daemon on a generated demo image;
+# `make test` runs every test; `make bench` prints the performance figures.
+# Each target installs what it needs first (Debian 12, as root).
+
+export PATH := /usr/local/go/bin:$(PATH)
+export CGO_ENABLED := 1
+
+DEMO_DIR    ?= $(CURDIR)/.demo
+MOUNTPOINT  ?= /mnt/explodefs
+LISTEN      ?= 127.0.0.1:9797
+FUZZTIME    ?= 20s
+BIN         := bin/explodefs
+
+.PHONY: all deps build run test unit fuzz e2e bench vet clean
+
+all: build
+
+deps:
+	@hack/install-deps.sh
+
+build: deps
+	go build -o $(BIN) ./cmd/explodefs
+
+# The demo layout is regenerated every time; the index in the state
+# directory is kept, so a second run serves at once.
+run: build
+	go run ./test/imagegen/cmd/imagegen demo $(DEMO_DIR)/images
+	@echo "mounting at $(MOUNTPOINT); try: ls -l $(MOUNTPOINT)/demo/hello/  (Ctrl-C unmounts)"
+	$(BIN) serve --source oci-dir:$(DEMO_DIR)/images --mountpoint $(MOUNTPOINT) \
+		--state-dir $(DEMO_DIR)/state --listen $(LISTEN)
+
+vet: deps
+	go vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+unit: deps
+	go test -count=1 $$(go list ./... | grep -v /test/e2e)
+
+# Short coverage-guided runs of the fuzz targets of the layer pass and of
+# the zlib checkpointer; `make fuzz FUZZTIME=10m` for a longer hunt.
+fuzz: deps
+	go test -run='^$$' -fuzz='^FuzzLayerPass$$' -fuzztime=$(FUZZTIME) ./index/
+	go test -run='^$$' -fuzz='^FuzzIndexer$$' -fuzztime=$(FUZZTIME) ./index/zran/
+
+e2e: deps
+	go test -count=1 -timeout 40m -v ./test/e2e/ 2>&1 | tee e2e.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} -eq 0
+
+test: vet unit fuzz e2e
+
+bench: build
+	go run ./test/bench -bin $(BIN)
+
+clean:
+	rm -rf bin $(DEMO_DIR) e2e.out

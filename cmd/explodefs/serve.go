@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/explodefs/explodefs/explode/controller"
+	"github.com/explodefs/explodefs/explode/httpapi"
+	"github.com/explodefs/explodefs/explode/manifest"
+	"github.com/explodefs/explodefs/explode/source"
+	"github.com/explodefs/explodefs/explode/source/ocidir"
+	"github.com/explodefs/explodefs/explode/status"
+	explodefs "github.com/explodefs/explodefs/fs"
+	"github.com/explodefs/explodefs/index"
+	"github.com/explodefs/explodefs/index/badgerstore"
+)
+
+const defaultListen = "127.0.0.1:9797"
+
+type serveConfig struct {
+	source       string
+	mountpoint   string
+	stateDir     string
+	listen       string
+	platform     string
+	spanCacheMiB int64
+	spanSizeKiB  int64
+	allowSuid    bool
+	allowOther   bool
+	imageWorkers int
+	layerPasses  int
+	imageTimeout time.Duration
+	resync       time.Duration
+	logLevel     string
+	logFormat    string
+	fuseDebug    bool
+}
+
+func newServeCommand() *cobra.Command {
+	var c serveConfig
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Watch a source, index its images and serve them in a FUSE mount",
+		Long: `serve watches image streams, indexes each new layer in one pass and shows
+every tagged image at <mountpoint>/<namespace>/<stream>/<tag>, a symlink to
+the image's immutable root <mountpoint>/<namespace>/<stream>/@sha256:<hex>/.
+
+Every flag can also be set through the environment variable named in its help.`,
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd.Flags())
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), c)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&c.source, "source", "oci-dir:/var/lib/explodefs/images", "where image streams come from: oci-dir:PATH (PATH/<namespace>/<stream>/ are OCI layouts)")
+	f.StringVar(&c.mountpoint, "mountpoint", "/var/lib/explodefs/mnt", "where the read-only tree is mounted")
+	f.StringVar(&c.stateDir, "state-dir", "/var/lib/explodefs/state", "where the index and caches live")
+	f.StringVar(&c.listen, "listen", defaultListen, "address for /healthz, /readyz, /metrics and /status; empty disables")
+	f.StringVar(&c.platform, "platform", "linux/"+runtime.GOARCH, "platform picked from image indexes and manifest lists (os/arch[/variant])")
+	f.Int64Var(&c.spanCacheMiB, "span-cache-mib", index.DefaultCacheSize>>20, "memory for inflated spans, in MiB")
+	f.Int64Var(&c.spanSizeKiB, "span-size-kib", index.DefaultSpanSize>>10, "uncompressed bytes between decompression checkpoints, in KiB; bounds the work of a cold read")
+	f.BoolVar(&c.allowSuid, "allow-suid", false, "mount without nosuid,nodev, so that runc can use setuid binaries and devices of an image")
+	f.BoolVar(&c.allowOther, "allow-other", true, "let users other than the daemon's read the mount (the kernel enforces the image's modes)")
+	f.IntVar(&c.imageWorkers, "image-workers", 2, "images resolved and merged at once")
+	f.IntVar(&c.layerPasses, "layer-passes", runtime.NumCPU(), "layer passes run at once")
+	f.DurationVar(&c.imageTimeout, "image-cache-timeout", time.Hour, "how long the kernel caches names and attributes of immutable image content")
+	f.DurationVar(&c.resync, "resync", 30*time.Second, "full rescan interval of the source, besides change events")
+	f.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	f.BoolVar(&c.fuseDebug, "fuse-debug", false, "log every FUSE request")
+	bindEnv(f)
+	return cmd
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+func newSource(spec string, c serveConfig, log *slog.Logger) (source.Source, error) {
+	kind, arg, _ := strings.Cut(spec, ":")
+	switch kind {
+	case "oci-dir":
+		if arg == "" {
+			return nil, errors.New("source oci-dir needs a path: oci-dir:PATH")
+		}
+		return ocidir.New(arg, ocidir.WithLogger(log), ocidir.WithResync(c.resync)), nil
+	}
+	return nil, fmt.Errorf("source %q: unknown kind %q (supported: oci-dir:PATH)", spec, kind)
+}
+
+func serve(parent context.Context, c serveConfig) error {
+	log, err := newLogger(c.logLevel, c.logFormat)
+	if err != nil {
+		return err
+	}
+	platform, err := manifest.ParsePlatform(c.platform)
+	if err != nil {
+		return err
+	}
+	src, err := newSource(c.source, c, log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	for _, dir := range []string{c.stateDir, c.mountpoint} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	store, err := badgerstore.Open(filepath.Join(c.stateDir, "index"), badgerstore.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	cacheDir := filepath.Join(c.stateDir, "cache")
+	reader := index.NewReader(store, cacheDir, c.spanCacheMiB<<20)
+	defer reader.Close()
+
+	fsOpts := explodefs.Options{
+		AllowOther:   c.allowOther,
+		AllowSuid:    c.allowSuid,
+		ImageTimeout: c.imageTimeout,
+		Logger:       log,
+		Debug:        c.fuseDebug,
+	}
+	root := explodefs.NewRoot(reader, fsOpts)
+	server, err := explodefs.Mount(c.mountpoint, root, fsOpts)
+	if err != nil {
+		return fmt.Errorf("mounting at %s: %w", c.mountpoint, err)
+	}
+	var unmountOnce sync.Once
+	unmount := func() {
+		unmountOnce.Do(func() {
+			if err := server.Unmount(); err != nil {
+				log.Error("unmount failed; clear it with umount -l", "mountpoint", c.mountpoint, "err", err)
+			}
+		})
+	}
+	defer unmount()
+	log.Info("mounted", "mountpoint", c.mountpoint, "source", c.source, "state", c.stateDir)
+
+	reg := status.NewRegistry()
+	ctrl := controller.New(store, reader, root, reg, controller.Options{
+		Platform:     platform,
+		ImageWorkers: c.imageWorkers,
+		LayerPasses:  c.layerPasses,
+		SpanSize:     c.spanSizeKiB << 10,
+		CacheDir:     cacheDir,
+		Logger:       log,
+	})
+
+	var ready atomic.Bool
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	errc := make(chan error, 3)
+	if c.listen != "" {
+		ln, err := net.Listen("tcp", c.listen)
+		if err != nil {
+			return fmt.Errorf("listening on %s: %w", c.listen, err)
+		}
+		srv := &http.Server{Handler: httpapi.Handler(reg, reader.CacheStats, httpapi.Probes{Ready: func() error {
+			if !ready.Load() {
+				return errors.New("starting")
+			}
+			return nil
+		}}), ReadHeaderTimeout: 10 * time.Second}
+		wg.Go(func() {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("http listener: %w", err)
+			}
+		})
+		defer srv.Close() // runs before wg.Wait
+		log.Info("listening", "addr", ln.Addr().String())
+	}
+	// The controller and source use the store; they must stop before the
+	// deferred store.Close runs.
+	var workers sync.WaitGroup
+	defer workers.Wait()
+	workers.Go(func() { ctrl.Run(ctx) })
+	workers.Go(func() {
+		if err := src.Run(ctx, ctrl); err != nil {
+			errc <- fmt.Errorf("source %s: %w", c.source, err)
+		}
+	})
+	wg.Go(func() {
+		server.Wait()
+		errc <- errors.New("the FUSE mount went away")
+	})
+	ready.Store(true)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+		err = nil
+	case err = <-errc:
+		log.Error("stopping", "err", err)
+	}
+	stop()
+	unmount()
+	return err
+}

@@ -1,0 +1,96 @@
+// Package httpapi serves the daemon's operational endpoints: /healthz,
+// /readyz, /metrics (Prometheus) and /status (JSON of every image and
+// layer).
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/explodefs/explodefs/explode/status"
+	"github.com/explodefs/explodefs/index"
+)
+
+// Probes tell whether the daemon is alive and ready.
+type Probes struct {
+	// Ready reports nil once the mount is up and the first scan of the
+	// source was delivered.
+	Ready func() error
+}
+
+// Handler returns the mux with every endpoint.
+func Handler(reg *status.Registry, cache func() index.CacheStats, probes Probes) http.Handler {
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&statusCollector{reg: reg, cache: cache},
+	)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := probes.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(reg.Snapshot())
+	})
+	return mux
+}
+
+var (
+	imagesDesc = prometheus.NewDesc("explodefs_images", "Images by state.", []string{"state"}, nil)
+	layersDesc = prometheus.NewDesc("explodefs_layers", "Layers by state.", []string{"state"}, nil)
+	bytesDesc  = prometheus.NewDesc("explodefs_layer_bytes_indexed", "Compressed bytes read by layer passes, including running ones.", nil, nil)
+	cacheDesc  = prometheus.NewDesc("explodefs_span_cache_requests_total", "Span cache lookups by result.", []string{"result"}, nil)
+	cacheBytes = prometheus.NewDesc("explodefs_span_cache_bytes", "Bytes of inflated spans held in the cache.", nil, nil)
+)
+
+// statusCollector derives metrics from the status registry at scrape time,
+// so there is one source of truth and no counters to keep in step.
+type statusCollector struct {
+	reg   *status.Registry
+	cache func() index.CacheStats
+}
+
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{imagesDesc, layersDesc, bytesDesc, cacheDesc, cacheBytes} {
+		ch <- d
+	}
+}
+
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	rep := c.reg.Snapshot()
+	states := []status.State{status.Pending, status.Indexing, status.Ready, status.Failed}
+	images, layers := map[status.State]int{}, map[status.State]int{}
+	var done int64
+	for _, img := range rep.Images {
+		images[img.State]++
+	}
+	for _, l := range rep.Layers {
+		layers[l.State]++
+		done += l.BytesDone
+	}
+	for _, s := range states {
+		ch <- prometheus.MustNewConstMetric(imagesDesc, prometheus.GaugeValue, float64(images[s]), string(s))
+		ch <- prometheus.MustNewConstMetric(layersDesc, prometheus.GaugeValue, float64(layers[s]), string(s))
+	}
+	ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.GaugeValue, float64(done))
+	st := c.cache()
+	ch <- prometheus.MustNewConstMetric(cacheDesc, prometheus.CounterValue, float64(st.Hits), "hit")
+	ch <- prometheus.MustNewConstMetric(cacheDesc, prometheus.CounterValue, float64(st.Misses), "miss")
+	ch <- prometheus.MustNewConstMetric(cacheBytes, prometheus.GaugeValue, float64(st.Bytes))
+}

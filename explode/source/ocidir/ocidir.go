@@ -1,0 +1,208 @@
+// Package ocidir is the source that needs no cluster: a directory whose
+// ROOT/<namespace>/<stream>/ subdirectories are OCI image layouts. Tags are
+// the org.opencontainers.image.ref.name annotations of each layout's
+// index.json. The tree is watched, so tags that appear, move or vanish
+// show up without a restart.
+package ocidir
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/explodefs/explodefs/explode/blob/ocilayout"
+	"github.com/explodefs/explodefs/explode/source"
+)
+
+// Source watches a directory of OCI layouts.
+type Source struct {
+	root     string
+	logger   *slog.Logger
+	resync   time.Duration
+	debounce time.Duration
+}
+
+var _ source.Source = (*Source)(nil)
+
+// Option tunes a Source.
+type Option func(*Source)
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(s *Source) { s.logger = l } }
+
+// WithResync sets how often the whole tree is rescanned even without
+// filesystem events, as a safety net for missed events (e.g. on NFS).
+func WithResync(d time.Duration) Option { return func(s *Source) { s.resync = d } }
+
+// New returns a Source for root.
+func New(root string, opts ...Option) *Source {
+	s := &Source{root: root, logger: slog.Default(), resync: 30 * time.Second, debounce: 100 * time.Millisecond}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Run scans the tree, reports every stream, and then reports changes until
+// ctx ends.
+func (s *Source) Run(ctx context.Context, sink source.Sink) error {
+	if err := os.MkdirAll(s.root, 0o755); err != nil {
+		return fmt.Errorf("oci-dir source %s: %w", s.root, err)
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("oci-dir source %s: watching: %w", s.root, err)
+	}
+	defer w.Close()
+
+	known := map[string]source.Stream{}
+	watched := map[string]bool{}
+	scan := func() {
+		s.watchTree(w, watched)
+		current := s.scan()
+		for key, st := range current {
+			if old, ok := known[key]; !ok || !old.Equal(st) {
+				sink.StreamChanged(st)
+			}
+		}
+		for key, old := range known {
+			if _, ok := current[key]; !ok {
+				sink.StreamRemoved(old.Namespace, old.Name)
+			}
+		}
+		known = current
+	}
+	scan()
+
+	resync := time.NewTicker(s.resync)
+	defer resync.Stop()
+	var debounce <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return errors.New("oci-dir source: watcher closed")
+			}
+			if ev.Op&(fsnotify.Remove|fsnotify.Rename) != 0 {
+				delete(watched, ev.Name)
+			}
+			// Writers replace index.json and add blobs in bursts;
+			// one scan after the burst sees the final state.
+			if debounce == nil {
+				debounce = time.After(s.debounce)
+			}
+		case err := <-w.Errors:
+			s.logger.Warn("oci-dir watch error; relying on resync", "root", s.root, "err", err)
+		case <-debounce:
+			debounce = nil
+			scan()
+		case <-resync.C:
+			scan()
+		}
+	}
+}
+
+// watchTree adds watches on the root, namespace and stream directories.
+func (s *Source) watchTree(w *fsnotify.Watcher, watched map[string]bool) {
+	add := func(dir string) {
+		if watched[dir] {
+			return
+		}
+		if err := w.Add(dir); err != nil {
+			s.logger.Warn("cannot watch directory", "dir", dir, "err", err)
+			return
+		}
+		watched[dir] = true
+	}
+	add(s.root)
+	for _, ns := range subdirs(s.root) {
+		add(ns)
+		for _, st := range subdirs(ns) {
+			add(st)
+		}
+	}
+}
+
+func subdirs(dir string) []string {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	return out
+}
+
+// scan reads every layout; layouts that are unreadable or invalid are
+// logged and left out, so one bad stream never hides the others.
+func (s *Source) scan() map[string]source.Stream {
+	out := map[string]source.Stream{}
+	for _, nsDir := range subdirs(s.root) {
+		for _, stDir := range subdirs(nsDir) {
+			ns, name := filepath.Base(nsDir), filepath.Base(stDir)
+			if err := source.ValidateNames(ns, name); err != nil {
+				s.logger.Warn("skipping layout", "dir", stDir, "err", err)
+				continue
+			}
+			st, err := s.readLayout(ns, name, stDir)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // not (yet) a layout
+			}
+			if err != nil {
+				s.logger.Warn("skipping layout", "dir", stDir, "err", err)
+				continue
+			}
+			out[st.Key()] = st
+		}
+	}
+	return out
+}
+
+func (s *Source) readLayout(ns, name, dir string) (source.Stream, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil {
+		return source.Stream{}, err
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(raw, &idx); err != nil {
+		return source.Stream{}, fmt.Errorf("parsing %s/index.json: %w", dir, err)
+	}
+	st := source.Stream{Namespace: ns, Name: name, Tags: map[string]digest.Digest{}, Blobs: ocilayout.New(dir)}
+	seen := map[digest.Digest]bool{}
+	for _, m := range idx.Manifests {
+		if err := m.Digest.Validate(); err != nil {
+			s.logger.Warn("skipping manifest with a bad digest", "dir", dir, "digest", m.Digest, "err", err)
+			continue
+		}
+		if !seen[m.Digest] {
+			seen[m.Digest] = true
+			st.History = append(st.History, m.Digest)
+		}
+		tag, ok := m.Annotations[ocispec.AnnotationRefName]
+		if !ok {
+			continue
+		}
+		if err := source.ValidateTag(tag); err != nil {
+			s.logger.Warn("skipping tag", "dir", dir, "err", err)
+			continue
+		}
+		st.Tags[tag] = m.Digest
+	}
+	return st, nil
+}

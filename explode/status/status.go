@@ -1,0 +1,169 @@
+// Package status keeps the progress and failure state of every image and
+// layer, for the HTTP status endpoint, `explodefs status` and metrics.
+package status
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// State is where an image or layer is in its life.
+type State string
+
+// States. Only Ready images are visible in the mount.
+const (
+	Pending  State = "pending"
+	Indexing State = "indexing"
+	Ready    State = "ready"
+	Failed   State = "failed"
+)
+
+// Layer is the status of one layer pass.
+type Layer struct {
+	Digest      digest.Digest `json:"digest"`
+	State       State         `json:"state"`
+	Compression string        `json:"compression,omitempty"`
+	BytesDone   int64         `json:"bytesDone"`
+	BytesTotal  int64         `json:"bytesTotal"`
+	Entries     int64         `json:"entries,omitempty"`
+	Reason      string        `json:"reason,omitempty"`
+	Started     time.Time     `json:"started,omitzero"`
+	Finished    time.Time     `json:"finished,omitzero"`
+}
+
+// Image is the status of one image.
+type Image struct {
+	Digest     digest.Digest   `json:"digest"`
+	Manifest   digest.Digest   `json:"manifest,omitempty"`
+	Refs       []string        `json:"refs"`
+	State      State           `json:"state"`
+	Layers     []digest.Digest `json:"layers,omitempty"`
+	BytesDone  int64           `json:"bytesDone"`
+	BytesTotal int64           `json:"bytesTotal"`
+	Files      int             `json:"files,omitempty"`
+	Reason     string          `json:"reason,omitempty"`
+	Started    time.Time       `json:"started,omitzero"`
+	Finished   time.Time       `json:"finished,omitzero"`
+}
+
+// Report is the whole status.
+type Report struct {
+	Images []Image `json:"images"`
+	Layers []Layer `json:"layers"`
+}
+
+// Registry holds the status. It is safe for concurrent use.
+type Registry struct {
+	mu     sync.Mutex
+	images map[digest.Digest]*Image
+	layers map[digest.Digest]*layerEntry
+}
+
+type layerEntry struct {
+	Layer
+	progress *atomic.Int64
+}
+
+// NewRegistry returns an empty Registry.
+func NewRegistry() *Registry {
+	return &Registry{images: map[digest.Digest]*Image{}, layers: map[digest.Digest]*layerEntry{}}
+}
+
+// UpdateImage applies fn to the image's status, creating it if needed.
+func (r *Registry) UpdateImage(d digest.Digest, fn func(*Image)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	img, ok := r.images[d]
+	if !ok {
+		img = &Image{Digest: d, State: Pending}
+		r.images[d] = img
+	}
+	fn(img)
+}
+
+// RemoveImage forgets an image.
+func (r *Registry) RemoveImage(d digest.Digest) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.images, d)
+}
+
+// StartLayer records that a pass began and returns the counter the pass
+// advances as it reads compressed bytes.
+func (r *Registry) StartLayer(d digest.Digest, total int64) *atomic.Int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	progress := new(atomic.Int64)
+	r.layers[d] = &layerEntry{
+		Layer:    Layer{Digest: d, State: Indexing, BytesTotal: total, Started: time.Now()},
+		progress: progress,
+	}
+	return progress
+}
+
+// UpdateLayer applies fn to the layer's status, creating it if needed.
+func (r *Registry) UpdateLayer(d digest.Digest, fn func(*Layer)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.layers[d]
+	if !ok {
+		l = &layerEntry{Layer: Layer{Digest: d, State: Pending}}
+		r.layers[d] = l
+	}
+	fn(&l.Layer)
+	if l.State != Indexing && l.progress != nil {
+		l.BytesDone = l.progress.Load()
+		l.progress = nil
+	}
+}
+
+// Layer returns one layer's status.
+func (r *Registry) Layer(d digest.Digest) (Layer, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.layers[d]
+	if !ok {
+		return Layer{}, false
+	}
+	return l.snapshot(), true
+}
+
+func (l *layerEntry) snapshot() Layer {
+	out := l.Layer
+	if l.progress != nil {
+		out.BytesDone = l.progress.Load()
+	}
+	return out
+}
+
+// Snapshot returns the current status, sorted by digest. An image's bytes
+// are summed over its layers, so progress shows while it is indexed.
+func (r *Registry) Snapshot() Report {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := Report{Images: []Image{}, Layers: []Layer{}}
+	for _, l := range r.layers {
+		rep.Layers = append(rep.Layers, l.snapshot())
+	}
+	for _, img := range r.images {
+		out := *img
+		out.Refs = append([]string(nil), img.Refs...)
+		sort.Strings(out.Refs)
+		if out.State == Indexing {
+			out.BytesDone = 0
+			for _, d := range img.Layers {
+				if l, ok := r.layers[d]; ok {
+					out.BytesDone += l.snapshot().BytesDone
+				}
+			}
+		}
+		rep.Images = append(rep.Images, out)
+	}
+	sort.Slice(rep.Images, func(i, j int) bool { return rep.Images[i].Digest < rep.Images[j].Digest })
+	sort.Slice(rep.Layers, func(i, j int) bool { return rep.Layers[i].Digest < rep.Layers[j].Digest })
+	return rep
+}

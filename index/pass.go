@@ -1,0 +1,260 @@
+package index
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/explodefs/explodefs/explode/blob"
+	"github.com/explodefs/explodefs/index/zran"
+)
+
+// DefaultSpanSize is the most uncompressed bytes between checkpoints. A
+// cold random read inflates at most one span, so this bounds its latency.
+const DefaultSpanSize = 1 << 20
+
+// PassOptions tunes IndexLayer.
+type PassOptions struct {
+	// SpanSize is the checkpoint spacing; DefaultSpanSize when zero.
+	SpanSize int64
+	// CacheDir receives decompressed copies of zstd layers.
+	CacheDir string
+	// Progress, when set, counts compressed bytes read so far.
+	Progress *atomic.Int64
+}
+
+// ErrDigestMismatch reports a blob whose bytes do not hash to its digest.
+var ErrDigestMismatch = errors.New("blob content does not match its digest")
+
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+// IndexLayer makes the one sequential pass over a layer blob: it verifies
+// the blob's digest, records every tar entry, and records the spans that
+// the lazy reader restarts from. The layer is committed to store only when
+// all of that succeeded; on error nothing of it is visible.
+func IndexLayer(ctx context.Context, store Store, b blob.Blob, layer digest.Digest, opts PassOptions) (LayerInfo, error) {
+	if err := layer.Validate(); err != nil {
+		return LayerInfo{}, &LayerError{Layer: layer, Err: err}
+	}
+	if layer.Algorithm() != digest.SHA256 {
+		return LayerInfo{}, &LayerError{Layer: layer, Err: fmt.Errorf("digest algorithm %s not supported", layer.Algorithm())}
+	}
+	if opts.SpanSize <= 0 {
+		opts.SpanSize = DefaultSpanSize
+	}
+	w, err := store.NewLayerWriter(ctx, layer)
+	if err != nil {
+		return LayerInfo{}, &LayerError{Layer: layer, Err: err}
+	}
+	p := &pass{ctx: ctx, layer: layer, blob: b, opts: opts, writer: w}
+	info, err := p.run()
+	if err != nil {
+		_ = w.Abort()
+		p.removeCache()
+		return LayerInfo{}, err
+	}
+	return info, nil
+}
+
+type pass struct {
+	ctx       context.Context
+	layer     digest.Digest
+	blob      blob.Blob
+	opts      PassOptions
+	writer    LayerWriter
+	cachePath string
+}
+
+func (p *pass) fail(err error) error { return &LayerError{Layer: p.layer, Err: err} }
+
+func (p *pass) run() (LayerInfo, error) {
+	size := p.blob.Size()
+	head := make([]byte, 4)
+	n, err := p.blob.ReadAt(head, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return LayerInfo{}, p.fail(fmt.Errorf("reading blob: %w", err))
+	}
+	head = head[:n]
+
+	blobHash := sha256.New()
+	compressed := &countingReader{r: io.TeeReader(&contextReader{ctx: p.ctx, r: io.NewSectionReader(p.blob, 0, size)}, blobHash), progress: p.opts.Progress}
+	info := LayerInfo{Digest: p.layer, CompressedSize: size}
+
+	var stream io.Reader
+	var spans *spanRecorder
+	emit := func(s Span) error { return p.writer.AddSpan(s) }
+	switch {
+	case bytes.HasPrefix(head, gzipMagic):
+		info.Compression = Gzip
+		spans = newSpanRecorder(0, emit)
+		ix, err := zran.NewIndexer(compressed, p.opts.SpanSize, func(c zran.Checkpoint) error {
+			return spans.Checkpoint(c.Out, c.In, c.Bits, c.MemberStart, c.Window)
+		})
+		if err != nil {
+			return LayerInfo{}, p.fail(err)
+		}
+		defer ix.Close()
+		stream = ix
+	case bytes.HasPrefix(head, zstdMagic):
+		info.Compression = ZstdCache
+		spans = newSpanRecorder(p.opts.SpanSize, emit)
+		dec, err := zstd.NewReader(compressed, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			return LayerInfo{}, p.fail(err)
+		}
+		defer dec.Close()
+		cache, err := p.createCache()
+		if err != nil {
+			return LayerInfo{}, p.fail(err)
+		}
+		defer cache.Close()
+		stream = io.TeeReader(dec, cache)
+	default:
+		info.Compression = Uncompressed
+		spans = newSpanRecorder(p.opts.SpanSize, emit)
+		stream = compressed
+	}
+
+	uncompressed := &countingReader{r: io.TeeReader(stream, spans)}
+	entries, err := p.readTar(uncompressed)
+	if err != nil {
+		return LayerInfo{}, err
+	}
+	// Whatever follows the end-of-archive marker still belongs to the
+	// stream and must be hashed, decompressed and verified.
+	if _, err := io.Copy(io.Discard, uncompressed); err != nil {
+		return LayerInfo{}, p.fail(fmt.Errorf("reading past the end of the tar archive: %w", err))
+	}
+	if _, err := io.Copy(io.Discard, compressed); err != nil {
+		return LayerInfo{}, p.fail(fmt.Errorf("reading blob: %w", err))
+	}
+	if got := digest.NewDigestFromBytes(digest.SHA256, blobHash.Sum(nil)); got != p.layer {
+		return LayerInfo{}, p.fail(fmt.Errorf("%w: %d bytes hash to %s", ErrDigestMismatch, compressed.n, got))
+	}
+	if err := spans.Close(); err != nil {
+		return LayerInfo{}, p.fail(err)
+	}
+	if err := p.finishCache(); err != nil {
+		return LayerInfo{}, p.fail(err)
+	}
+	info.UncompressedSize = uncompressed.n
+	info.Entries = entries
+	if err := p.writer.Commit(info); err != nil {
+		return LayerInfo{}, p.fail(err)
+	}
+	return info, nil
+}
+
+// readTar records every entry; errors name the entry they are about. The
+// digest is checked after the tar, so a corrupt blob may first show up as
+// a tar error; both fail the layer.
+func (p *pass) readTar(r *countingReader) (int64, error) {
+	tr := tar.NewReader(r)
+	var count int64
+	last := ""
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return count, nil
+		}
+		if err != nil {
+			if last != "" {
+				return 0, &EntryError{Layer: p.layer, Path: last, Err: fmt.Errorf("reading the entry's data or the next header at offset %d: %w", r.n, err)}
+			}
+			return 0, p.fail(fmt.Errorf("reading tar header at offset %d: %w", r.n, err))
+		}
+		last = h.Name
+		e, ok, err := entryFromHeader(h, r.n)
+		if err != nil {
+			return 0, &EntryError{Layer: p.layer, Path: h.Name, Err: err}
+		}
+		if !ok {
+			continue
+		}
+		if err := p.writer.AddEntry(e); err != nil {
+			return 0, &EntryError{Layer: p.layer, Path: h.Name, Err: err}
+		}
+		count++
+	}
+}
+
+func (p *pass) createCache() (*os.File, error) {
+	if p.opts.CacheDir == "" {
+		return nil, errors.New("zstd layers need a cache directory")
+	}
+	if err := os.MkdirAll(p.opts.CacheDir, 0o700); err != nil {
+		return nil, err
+	}
+	p.cachePath = CachePath(p.opts.CacheDir, p.layer)
+	return os.Create(p.cachePath + ".partial")
+}
+
+func (p *pass) finishCache() error {
+	if p.cachePath == "" {
+		return nil
+	}
+	f, err := os.OpenFile(p.cachePath+".partial", os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("syncing decompressed cache: %w", err)
+	}
+	return os.Rename(p.cachePath+".partial", p.cachePath)
+}
+
+func (p *pass) removeCache() {
+	if p.cachePath != "" {
+		_ = os.Remove(p.cachePath + ".partial")
+	}
+}
+
+// CachePath is where the decompressed copy of a zstd layer lives.
+func CachePath(dir string, layer digest.Digest) string {
+	return filepath.Join(dir, layer.Encoded()+".tar")
+}
+
+type countingReader struct {
+	r        io.Reader
+	n        int64
+	progress *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if c.progress != nil {
+		c.progress.Add(int64(n))
+	}
+	return n, err
+}
+
+// contextReader stops a long pass when its context is cancelled.
+type contextReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *contextReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

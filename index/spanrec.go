@@ -1,0 +1,149 @@
+package index
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+
+	"github.com/klauspost/compress/flate"
+)
+
+// maxPendingSpanBytes bounds the bytes held while waiting for the next
+// checkpoint. zlib's deflate blocks never exceed a few MiB of output, so
+// only a hostile stream gets near it.
+const maxPendingSpanBytes = 64 << 20
+
+// spanRecorder cuts the uncompressed stream into spans and hashes each.
+// Checkpoints may be reported after bytes beyond them were already
+// written (the indexer chooses a block boundary once it has passed it), so
+// bytes are held until the span they belong to is known.
+type spanRecorder struct {
+	// fixed > 0 cuts spans every fixed bytes; used when the stream has no
+	// checkpoints of its own (uncompressed and cached layers).
+	fixed    int64
+	emit     func(Span) error
+	current  Span
+	started  bool
+	pending  []byte // bytes from pendingAt on, not yet hashed
+	pending0 int64
+	hasher   hash.Hash
+	written  int64
+	window   bytes.Buffer
+	flater   *flate.Writer
+}
+
+func newSpanRecorder(fixed int64, emit func(Span) error) *spanRecorder {
+	r := &spanRecorder{fixed: fixed, emit: emit, hasher: sha256.New()}
+	if fixed > 0 {
+		r.started = true // the first fixed span starts at 0
+	}
+	return r
+}
+
+// Write takes the next bytes of the uncompressed stream.
+func (r *spanRecorder) Write(p []byte) (int, error) {
+	n := len(p)
+	if r.fixed > 0 {
+		for len(p) > 0 {
+			room := r.fixed - (r.written - r.current.Out)
+			chunk := p
+			if int64(len(chunk)) > room {
+				chunk = p[:room]
+			}
+			r.hasher.Write(chunk)
+			r.written += int64(len(chunk))
+			p = p[len(chunk):]
+			if r.written-r.current.Out == r.fixed {
+				if err := r.finishSpan(); err != nil {
+					return 0, err
+				}
+				r.current = Span{Out: r.written}
+			}
+		}
+		return n, nil
+	}
+	r.pending = append(r.pending, p...)
+	r.written += int64(n)
+	if len(r.pending) > maxPendingSpanBytes {
+		return 0, fmt.Errorf("no checkpoint possible within %d bytes of output at offset %d", maxPendingSpanBytes, r.pending0)
+	}
+	return n, nil
+}
+
+// Checkpoint starts a new span at c's output offset, closing the current.
+func (r *spanRecorder) Checkpoint(out, in int64, bits uint8, memberStart bool, window []byte) error {
+	if r.started {
+		if err := r.hashPendingUpTo(out); err != nil {
+			return err
+		}
+		if err := r.finishSpan(); err != nil {
+			return err
+		}
+	}
+	r.started = true
+	r.current = Span{Out: out, In: in, Bits: bits, MemberStart: memberStart}
+	if len(window) > 0 {
+		w, err := r.compressWindow(window)
+		if err != nil {
+			return err
+		}
+		r.current.Window = w
+	}
+	return nil
+}
+
+func (r *spanRecorder) hashPendingUpTo(out int64) error {
+	k := out - r.pending0
+	if k < 0 || k > int64(len(r.pending)) {
+		return fmt.Errorf("checkpoint at offset %d outside pending bytes [%d, %d)", out, r.pending0, r.pending0+int64(len(r.pending)))
+	}
+	r.hasher.Write(r.pending[:k])
+	// Shift instead of reslicing so the buffer does not grow without end.
+	r.pending = r.pending[:copy(r.pending, r.pending[k:])]
+	r.pending0 = out
+	return nil
+}
+
+func (r *spanRecorder) finishSpan() error {
+	copy(r.current.Digest[:], r.hasher.Sum(nil))
+	r.hasher.Reset()
+	return r.emit(r.current)
+}
+
+// Close hashes what is left into the last span and emits it.
+func (r *spanRecorder) Close() error {
+	if r.fixed > 0 {
+		if r.written > r.current.Out || r.written == 0 {
+			return r.finishSpan()
+		}
+		return nil
+	}
+	if !r.started {
+		return fmt.Errorf("stream ended without a first checkpoint")
+	}
+	if err := r.hashPendingUpTo(r.written); err != nil {
+		return err
+	}
+	return r.finishSpan()
+}
+
+func (r *spanRecorder) compressWindow(window []byte) ([]byte, error) {
+	r.window.Reset()
+	if r.flater == nil {
+		w, err := flate.NewWriter(&r.window, flate.DefaultCompression)
+		if err != nil {
+			return nil, err
+		}
+		r.flater = w
+	} else {
+		r.flater.Reset(&r.window)
+	}
+	if _, err := r.flater.Write(window); err != nil {
+		return nil, err
+	}
+	if err := r.flater.Close(); err != nil {
+		return nil, err
+	}
+	return bytes.Clone(r.window.Bytes()), nil
+}
