@@ -151,7 +151,7 @@ func (p *pass) run() (LayerInfo, error) {
 		return LayerInfo{}, p.fail(err)
 	}
 	info.UncompressedSize = uncompressed.n
-	info.Entries = entries
+	info.Entries, info.Spans = entries, spans.count
 	if err := p.writer.Commit(info); err != nil {
 		return LayerInfo{}, p.fail(err)
 	}

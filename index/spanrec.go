@@ -15,9 +15,11 @@ import (
 const maxPendingSpanBytes = 64 << 20
 
 // spanRecorder cuts the uncompressed stream into spans and hashes each.
-// Checkpoints may be reported after bytes beyond them were already
-// written (the indexer chooses a block boundary once it has passed it), so
-// bytes are held until the span they belong to is known.
+// Checkpoints and bytes arrive in either order: the indexer picks a block
+// boundary only once it has passed it, so bytes beyond a checkpoint may be
+// written first; and it reports a gzip member start while the bytes before
+// it are still on their way. So bytes are held until the span they belong
+// to is known, and checkpoints wait until the bytes before them arrived.
 type spanRecorder struct {
 	// fixed > 0 cuts spans every fixed bytes; used when the stream has no
 	// checkpoints of its own (uncompressed and cached layers).
@@ -25,7 +27,9 @@ type spanRecorder struct {
 	emit     func(Span) error
 	current  Span
 	started  bool
-	pending  []byte // bytes from pendingAt on, not yet hashed
+	queued   []Span // checkpoints the written bytes have not reached yet
+	count    int64  // spans emitted
+	pending  []byte // bytes from pending0 on, not yet hashed
 	pending0 int64
 	hasher   hash.Hash
 	written  int64
@@ -68,27 +72,42 @@ func (r *spanRecorder) Write(p []byte) (int, error) {
 	if len(r.pending) > maxPendingSpanBytes {
 		return 0, fmt.Errorf("no checkpoint possible within %d bytes of output at offset %d", maxPendingSpanBytes, r.pending0)
 	}
-	return n, nil
+	return n, r.cutReached()
 }
 
-// Checkpoint starts a new span at c's output offset, closing the current.
+// Checkpoint starts a new span at output offset out. The window is
+// compressed at once because the indexer reuses its buffer.
 func (r *spanRecorder) Checkpoint(out, in int64, bits uint8, memberStart bool, window []byte) error {
-	if r.started {
-		if err := r.hashPendingUpTo(out); err != nil {
-			return err
-		}
-		if err := r.finishSpan(); err != nil {
-			return err
-		}
-	}
-	r.started = true
-	r.current = Span{Out: out, In: in, Bits: bits, MemberStart: memberStart}
+	sp := Span{Out: out, In: in, Bits: bits, MemberStart: memberStart}
 	if len(window) > 0 {
 		w, err := r.compressWindow(window)
 		if err != nil {
 			return err
 		}
-		r.current.Window = w
+		sp.Window = w
+	}
+	if n := len(r.queued); (n > 0 && out <= r.queued[n-1].Out) || (n == 0 && r.started && out <= r.current.Out) {
+		return fmt.Errorf("checkpoint at offset %d is not after the previous one", out)
+	}
+	r.queued = append(r.queued, sp)
+	return r.cutReached()
+}
+
+// cutReached starts every queued span whose start the bytes have reached.
+func (r *spanRecorder) cutReached() error {
+	for len(r.queued) > 0 && r.queued[0].Out <= r.written {
+		next := r.queued[0]
+		r.queued = r.queued[1:]
+		if r.started {
+			if err := r.hashPendingUpTo(next.Out); err != nil {
+				return err
+			}
+			if err := r.finishSpan(); err != nil {
+				return err
+			}
+		}
+		r.started = true
+		r.current = next
 	}
 	return nil
 }
@@ -108,6 +127,7 @@ func (r *spanRecorder) hashPendingUpTo(out int64) error {
 func (r *spanRecorder) finishSpan() error {
 	copy(r.current.Digest[:], r.hasher.Sum(nil))
 	r.hasher.Reset()
+	r.count++
 	return r.emit(r.current)
 }
 
@@ -119,8 +139,8 @@ func (r *spanRecorder) Close() error {
 		}
 		return nil
 	}
-	if !r.started {
-		return fmt.Errorf("stream ended without a first checkpoint")
+	if !r.started || len(r.queued) > 0 {
+		return fmt.Errorf("stream of %d bytes ended with checkpoints missing or beyond its end", r.written)
 	}
 	if err := r.hashPendingUpTo(r.written); err != nil {
 		return err

@@ -1,0 +1,219 @@
+package zran
+
+import (
+	"errors"
+	"fmt"
+	"io"
+)
+
+// readerInputSize bounds how much compressed data one ReadAt fetches; a
+// random read usually inflates well under a span, so bigger buffers would
+// mostly fetch bytes nobody needs.
+const readerInputSize = 64 << 10
+
+// gzipTrailerSize is the CRC-32 and ISIZE that follow each member's deflate
+// data.
+const gzipTrailerSize = 8
+
+// NewReader returns a reader of the uncompressed stream starting at
+// checkpoint c, reading compressed bytes from blob (blobSize bytes long)
+// from c.In, or c.In-1 when c.Bits is not 0. It continues across gzip member
+// boundaries until the blob ends. Bytes after the last member that do not
+// start another member end the stream quietly, as gzip(1) does with padding.
+//
+// The reader checks the CRCs of members it starts from their header, but not
+// of the member it resumes in the middle of; callers that need integrity
+// verify the output themselves. It never loops forever on garbage: each
+// step consumes input, produces output or fails. Close frees the zlib state.
+func NewReader(blob io.ReaderAt, blobSize int64, c Checkpoint) (io.ReadCloser, error) {
+	switch {
+	case c.Out < 0 || c.In < 0 || c.In > blobSize:
+		return nil, fmt.Errorf("zran: checkpoint at compressed offset %d is outside the %d byte blob", c.In, blobSize)
+	case c.Bits > 7:
+		return nil, fmt.Errorf("zran: checkpoint at compressed offset %d has %d bits, want 0..7", c.In, c.Bits)
+	case c.Bits != 0 && c.In == 0:
+		return nil, fmt.Errorf("zran: checkpoint at compressed offset 0 cannot have %d pending bits", c.Bits)
+	case len(c.Window) > WindowSize:
+		return nil, fmt.Errorf("zran: checkpoint at compressed offset %d has a %d byte window, more than %d", c.In, len(c.Window), WindowSize)
+	case c.MemberStart && (c.Bits != 0 || len(c.Window) != 0):
+		return nil, fmt.Errorf("zran: member-start checkpoint at compressed offset %d has bits or a window", c.In)
+	}
+	r := &reader{blob: blob, size: blobSize, pos: c.In, inPos: c.In, first: c.MemberStart}
+	if c.MemberStart {
+		z, err := newZstream(readerInputSize, wbitsGzip)
+		if err != nil {
+			return nil, err
+		}
+		r.z, r.state = z, stateBetween
+		return r, nil
+	}
+	z, err := newZstream(readerInputSize, wbitsRaw)
+	if err != nil {
+		return nil, err
+	}
+	r.z, r.state, r.raw = z, stateMember, true
+	if c.Bits != 0 {
+		var b [1]byte
+		if _, err := blob.ReadAt(b[:], c.In-1); err != nil {
+			z.free()
+			return nil, fmt.Errorf("zran: reading checkpoint byte at compressed offset %d: %w", c.In-1, err)
+		}
+		if err := z.prime(int(c.Bits), b[0]>>(8-c.Bits)); err != nil {
+			z.free()
+			return nil, fmt.Errorf("%w at compressed offset %d", err, c.In)
+		}
+	}
+	if len(c.Window) > 0 {
+		if err := z.setDictionary(c.Window); err != nil {
+			z.free()
+			return nil, fmt.Errorf("%w at compressed offset %d", err, c.In)
+		}
+	}
+	return r, nil
+}
+
+type reader struct {
+	blob io.ReaderAt
+	size int64
+	z    *zstream
+
+	state   indexerState // stateBetween, stateMember or stateTrailer
+	raw     bool         // inflating raw deflate: the trailer is ours to skip
+	first   bool         // the first member must be there
+	trailer int          // trailer bytes still to skip
+	pos     int64        // blob offset of the next byte to fetch
+	inPos   int64        // blob offset of z.in[0]
+	inLen   int          // valid bytes in z.in
+	err     error        // sticky
+}
+
+var errReaderClosed = errors.New("zran: reader is closed")
+
+func (r *reader) Read(p []byte) (int, error) {
+	n := 0
+	for r.err == nil && n < len(p) {
+		switch r.state {
+		case stateMember:
+			m, err := r.inflate(p[n:])
+			n += m
+			r.err = err
+		case stateBetween:
+			r.err = r.nextMember()
+		case stateTrailer:
+			r.err = r.skipTrailer()
+		}
+	}
+	if n > 0 {
+		return n, nil
+	}
+	return 0, r.err
+}
+
+func (r *reader) Close() error {
+	if r.z != nil {
+		r.z.free()
+		r.z = nil
+	}
+	r.err = errReaderClosed
+	return nil
+}
+
+func (r *reader) consumed() int64 {
+	return r.inPos + int64(r.inLen-r.z.availIn())
+}
+
+// fill fetches the next chunk of the blob into the (fully consumed) input
+// buffer. At the end of the blob it leaves the buffer empty and returns nil.
+func (r *reader) fill() error {
+	r.inPos = r.pos
+	r.inLen = 0
+	r.z.setInput(0)
+	want := min(int64(len(r.z.in)), r.size-r.pos)
+	if want <= 0 {
+		return nil
+	}
+	n, err := r.blob.ReadAt(r.z.in[:want], r.pos)
+	if n == 0 {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("zran: reading blob at compressed offset %d: %w", r.pos, err)
+	}
+	r.pos += int64(n)
+	r.inLen = n
+	r.z.setInput(n)
+	return nil
+}
+
+func (r *reader) atEnd() bool { return r.z.availIn() == 0 && r.pos >= r.size }
+
+func (r *reader) inflate(p []byte) (int, error) {
+	if r.z.availIn() == 0 && r.pos < r.size {
+		if err := r.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n, ret := r.z.inflate(p, zNoFlush)
+	switch ret {
+	case zOK:
+		return n, nil
+	case zStreamEnd:
+		if r.raw {
+			r.state, r.trailer = stateTrailer, gzipTrailerSize
+		} else {
+			r.state = stateBetween
+		}
+		return n, nil
+	case zBufError:
+		if r.atEnd() {
+			return n, fmt.Errorf("zran: gzip stream truncated at compressed offset %d: %w", r.consumed(), io.ErrUnexpectedEOF)
+		}
+		if r.z.availIn() != 0 {
+			return n, fmt.Errorf("zran: inflate made no progress at compressed offset %d", r.consumed())
+		}
+		return n, nil
+	default:
+		return n, fmt.Errorf("zran: corrupt gzip data at compressed offset %d: %s", r.consumed(), r.z.msg(ret))
+	}
+}
+
+// skipTrailer passes over the trailer of the member that was inflated raw.
+func (r *reader) skipTrailer() error {
+	if r.z.availIn() == 0 {
+		if r.pos >= r.size {
+			return fmt.Errorf("zran: gzip trailer truncated at compressed offset %d: %w", r.consumed(), io.ErrUnexpectedEOF)
+		}
+		return r.fill()
+	}
+	k := min(r.trailer, r.z.availIn())
+	r.z.skip(k)
+	r.trailer -= k
+	if r.trailer == 0 {
+		r.state = stateBetween
+	}
+	return nil
+}
+
+func (r *reader) nextMember() error {
+	if r.z.availIn() == 0 {
+		if r.pos >= r.size {
+			if r.first {
+				return fmt.Errorf("zran: no gzip member at compressed offset %d: %w", r.consumed(), io.ErrUnexpectedEOF)
+			}
+			return io.EOF
+		}
+		return r.fill()
+	}
+	if r.z.in[r.inLen-r.z.availIn()] != 0x1f && !r.first {
+		// Padding or garbage after the last member; the Indexer has
+		// already judged it.
+		return io.EOF
+	}
+	if !r.first {
+		if err := r.z.reset(wbitsGzip); err != nil {
+			return err
+		}
+	}
+	r.first, r.raw, r.state = false, false, stateMember
+	return nil
+}
