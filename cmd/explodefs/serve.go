@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	iofs "io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -132,8 +133,13 @@ func serve(parent context.Context, c serveConfig) error {
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	for _, dir := range []string{c.stateDir, c.mountpoint} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(c.stateDir, 0o755); err != nil {
+		return err
+	}
+	// A stale mount left by a killed daemon fails stat with ENOTCONN;
+	// Mount clears it, so only a missing mountpoint is created here.
+	if _, err := os.Lstat(c.mountpoint); errors.Is(err, iofs.ErrNotExist) {
+		if err := os.MkdirAll(c.mountpoint, 0o755); err != nil {
 			return err
 		}
 	}
