@@ -75,11 +75,11 @@ func TestPassRefusesEscapingNames(t *testing.T) {
 	for _, name := range []string{"../../etc/evil", "a/../../b", "./../x"} {
 		raw := buildTar(t, []tarFile{{hdr: tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("evil")}})
 		d, _, err := indexBytes(t, memstore.New(), raw, index.PassOptions{})
-		wantLayerError(t, err, d, name, "climbs out")
+		wantLayerError(t, err, d, name, "escapes the image root")
 	}
 	raw := buildTar(t, []tarFile{{hdr: tar.Header{Name: "link", Typeflag: tar.TypeLink, Linkname: "../../etc/passwd"}}})
 	d, _, err := indexBytes(t, memstore.New(), raw, index.PassOptions{})
-	wantLayerError(t, err, d, "link", "climbs out")
+	wantLayerError(t, err, d, "link", "escapes the image root")
 }
 
 func TestCleanEntryPath(t *testing.T) {

@@ -15,7 +15,7 @@ const (
 )
 
 var (
-	errEscapesRoot = errors.New("path climbs out of the image root")
+	errEscapesRoot = errors.New("path escapes the image root through \"..\"")
 	errBadName     = errors.New("invalid name")
 )
 
