@@ -50,6 +50,7 @@ type serveConfig struct {
 	logLevel     string
 	logFormat    string
 	fuseDebug    bool
+	pprof        bool
 }
 
 func newServeCommand() *cobra.Command {
@@ -80,12 +81,13 @@ Every flag can also be set through the environment variable named in its help.`,
 	f.BoolVar(&c.allowSuid, "allow-suid", false, "mount without nosuid,nodev, so that runc can use setuid binaries and devices of an image")
 	f.BoolVar(&c.allowOther, "allow-other", true, "let users other than the daemon's read the mount (the kernel enforces the image's modes)")
 	f.IntVar(&c.imageWorkers, "image-workers", 2, "images resolved and merged at once")
-	f.IntVar(&c.layerPasses, "layer-passes", runtime.NumCPU(), "layer passes run at once")
+	f.IntVar(&c.layerPasses, "layer-passes", 2*runtime.NumCPU(), "layer passes run at once; more than the CPUs lets the layers of one image share them instead of queueing")
 	f.DurationVar(&c.imageTimeout, "image-cache-timeout", time.Hour, "how long the kernel caches names and attributes of immutable image content")
 	f.DurationVar(&c.resync, "resync", 30*time.Second, "full rescan interval of the source, besides change events")
 	f.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&c.fuseDebug, "fuse-debug", false, "log every FUSE request")
+	f.BoolVar(&c.pprof, "pprof", false, "serve Go's /debug/pprof on the listener")
 	bindEnv(f)
 	return cmd
 }
@@ -199,7 +201,7 @@ func serve(parent context.Context, c serveConfig) error {
 				return errors.New("starting")
 			}
 			return nil
-		}}), ReadHeaderTimeout: 10 * time.Second}
+		}, Profiling: c.pprof}), ReadHeaderTimeout: 10 * time.Second}
 		wg.Go(func() {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http listener: %w", err)

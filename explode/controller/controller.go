@@ -37,8 +37,10 @@ type Options struct {
 	Platform v1.Platform
 	// ImageWorkers is how many images are resolved and merged at once.
 	ImageWorkers int
-	// LayerPasses is how many layer passes run at once; a pass keeps one
-	// core busy inflating.
+	// LayerPasses is how many layer passes run at once. A pass is CPU
+	// bound; allowing more passes than cores lets all layers of an image
+	// progress together, so the image is ready when the total work is
+	// done rather than after rounds of the largest layers.
 	LayerPasses int
 	SpanSize    int64
 	CacheDir    string
@@ -95,7 +97,7 @@ func New(store index.Store, reader *index.Reader, pub Publisher, reg *status.Reg
 		opts.ImageWorkers = 2
 	}
 	if opts.LayerPasses <= 0 {
-		opts.LayerPasses = runtime.NumCPU()
+		opts.LayerPasses = 2 * runtime.NumCPU()
 	}
 	if opts.RetryBackoff <= 0 {
 		opts.RetryBackoff = 10 * time.Second

@@ -6,6 +6,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -20,6 +21,8 @@ type Probes struct {
 	// Ready reports nil once the mount is up and the first scan of the
 	// source was delivered.
 	Ready func() error
+	// Profiling adds Go's /debug/pprof endpoints.
+	Profiling bool
 }
 
 // Handler returns the mux with every endpoint.
@@ -48,6 +51,12 @@ func Handler(reg *status.Registry, cache func() index.CacheStats, probes Probes)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(reg.Snapshot())
 	})
+	if probes.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

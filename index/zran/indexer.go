@@ -61,7 +61,7 @@ type Indexer struct {
 	candLen  int
 	candDue  bool // emit at the next boundary whatever the spacing
 
-	err error // sticky: io.EOF at the end, or the first failure
+	rb readBuf
 }
 
 type indexerState int
@@ -94,6 +94,7 @@ func NewIndexer(r io.Reader, spacing int64, onCheckpoint func(Checkpoint) error)
 		onCheckpoint: onCheckpoint,
 		z:            z,
 		candWin:      make([]byte, WindowSize),
+		rb:           readBuf{size: indexerInputSize},
 	}, nil
 }
 
@@ -117,8 +118,9 @@ func (x *Indexer) Close() error {
 		x.z.free()
 		x.z = nil
 	}
-	if x.err == nil || x.err == io.EOF {
-		x.err = errClosed
+	x.rb.pending = nil
+	if x.rb.err == nil || x.rb.err == io.EOF {
+		x.rb.err = errClosed
 	}
 	return nil
 }
@@ -129,25 +131,22 @@ var errClosed = errors.New("zran: Indexer is closed")
 // member. A stream that ends early yields an error wrapping
 // io.ErrUnexpectedEOF; corrupt data yields an error naming the compressed
 // offset and zlib's message.
+//
+// Reads of 64 KiB or more inflate straight into p; smaller ones go through
+// an internal buffer.
 func (x *Indexer) Read(p []byte) (int, error) {
-	n := 0
-	for x.err == nil && n < len(p) {
-		switch x.state {
-		case stateMember:
-			m, err := x.inflate(p[n:])
-			n += m
-			x.err = err
-		case stateBetween:
-			x.err = x.nextMember()
-		case statePadding:
-			x.err = x.skipPadding()
-		}
+	return x.rb.read(p, x)
+}
+
+func (x *Indexer) step(dst []byte) (int, error) {
+	switch x.state {
+	case stateMember:
+		return x.inflate(dst)
+	case stateBetween:
+		return 0, x.nextMember()
+	default:
+		return 0, x.skipPadding()
 	}
-	if n > 0 {
-		// The error, if any, stays sticky for the next call.
-		return n, nil
-	}
-	return 0, x.err
 }
 
 // consumed is the blob offset of the next byte zlib has not taken.

@@ -11,6 +11,11 @@ import (
 // mostly fetch bytes nobody needs.
 const readerInputSize = 64 << 10
 
+// readerOutputSize is the buffer for reads smaller than directReadMin, such as
+// the ones io.CopyN(io.Discard, ...) makes to skip from a checkpoint to the
+// wanted offset.
+const readerOutputSize = 128 << 10
+
 // gzipTrailerSize is the CRC-32 and ISIZE that follow each member's deflate
 // data.
 const gzipTrailerSize = 8
@@ -38,7 +43,8 @@ func NewReader(blob io.ReaderAt, blobSize int64, c Checkpoint) (io.ReadCloser, e
 	case c.MemberStart && (c.Bits != 0 || len(c.Window) != 0):
 		return nil, fmt.Errorf("zran: member-start checkpoint at compressed offset %d has bits or a window", c.In)
 	}
-	r := &reader{blob: blob, size: blobSize, pos: c.In, inPos: c.In, first: c.MemberStart}
+	r := &reader{blob: blob, size: blobSize, pos: c.In, inPos: c.In, first: c.MemberStart,
+		rb: readBuf{size: readerOutputSize}}
 	if c.MemberStart {
 		z, err := newZstream(readerInputSize, wbitsGzip)
 		if err != nil {
@@ -84,29 +90,24 @@ type reader struct {
 	pos     int64        // blob offset of the next byte to fetch
 	inPos   int64        // blob offset of z.in[0]
 	inLen   int          // valid bytes in z.in
-	err     error        // sticky
+	rb      readBuf
 }
 
 var errReaderClosed = errors.New("zran: reader is closed")
 
 func (r *reader) Read(p []byte) (int, error) {
-	n := 0
-	for r.err == nil && n < len(p) {
-		switch r.state {
-		case stateMember:
-			m, err := r.inflate(p[n:])
-			n += m
-			r.err = err
-		case stateBetween:
-			r.err = r.nextMember()
-		case stateTrailer:
-			r.err = r.skipTrailer()
-		}
+	return r.rb.read(p, r)
+}
+
+func (r *reader) step(dst []byte) (int, error) {
+	switch r.state {
+	case stateMember:
+		return r.inflate(dst)
+	case stateBetween:
+		return 0, r.nextMember()
+	default:
+		return 0, r.skipTrailer()
 	}
-	if n > 0 {
-		return n, nil
-	}
-	return 0, r.err
 }
 
 func (r *reader) Close() error {
@@ -114,7 +115,8 @@ func (r *reader) Close() error {
 		r.z.free()
 		r.z = nil
 	}
-	r.err = errReaderClosed
+	r.rb.pending = nil
+	r.rb.err = errReaderClosed
 	return nil
 }
 
