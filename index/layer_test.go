@@ -269,3 +269,48 @@ func TestReaderRejectsChangedBlob(t *testing.T) {
 		t.Fatalf("read of a changed blob: err %v; want ErrSpanCorrupt naming the layer", err)
 	}
 }
+
+// Concurrent sequential and random readers share spans, prefetch and a
+// cache too small to hold them all; every byte must still be right.
+func TestReaderConcurrentReaders(t *testing.T) {
+	raw := buildTar(t, []tarFile{{hdr: tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o644}, data: textish(11, 6_000_000)}})
+	ctx := context.Background()
+	store := memstore.New()
+	blobBytes := compress(t, gzipOne, raw)
+	d, _, err := indexBytes(t, store, blobBytes, index.PassOptions{SpanSize: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := index.NewReader(store, "", 700<<10)
+	defer reader.Close()
+	reader.SetSource(d, memBlobs{d: blobBytes})
+	errs := make(chan error, 4)
+	for w := range 4 {
+		go func() {
+			r := rand.New(rand.NewPCG(uint64(w), 3))
+			buf := make([]byte, 128<<10)
+			off := int64(0)
+			for range 150 {
+				if w%2 == 1 {
+					off = r.Int64N(int64(len(raw)))
+				}
+				n, err := reader.ReadAt(ctx, d, buf, off)
+				if err != nil && err != io.EOF {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(buf[:n], raw[off:off+int64(n)]) {
+					errs <- fmt.Errorf("reader %d: wrong bytes at %d", w, off)
+					return
+				}
+				off = (off + int64(n)) % int64(len(raw))
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

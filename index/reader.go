@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/flate"
 	"github.com/opencontainers/go-digest"
@@ -32,6 +34,8 @@ type Reader struct {
 	store    Store
 	cacheDir string
 	cache    *spanCache
+	// prefetching bounds background span inflation.
+	prefetching chan struct{}
 
 	mu      sync.Mutex
 	sources map[digest.Digest]blob.Source
@@ -45,6 +49,8 @@ type openLayer struct {
 	data  io.ReaderAt // the blob, or the decompressed cache of a zstd layer
 	size  int64
 	close func() error
+	// lastEnd is where the previous read ended, to spot sequential readers.
+	lastEnd atomic.Int64
 }
 
 // NewReader returns a Reader over store. cacheBytes bounds the span cache;
@@ -54,11 +60,12 @@ func NewReader(store Store, cacheDir string, cacheBytes int64) *Reader {
 		cacheBytes = DefaultCacheSize
 	}
 	return &Reader{
-		store:    store,
-		cacheDir: cacheDir,
-		cache:    newSpanCache(cacheBytes),
-		sources:  map[digest.Digest]blob.Source{},
-		layers:   map[digest.Digest]*openLayer{},
+		store:       store,
+		cacheDir:    cacheDir,
+		cache:       newSpanCache(cacheBytes),
+		prefetching: make(chan struct{}, runtime.NumCPU()),
+		sources:     map[digest.Digest]blob.Source{},
+		layers:      map[digest.Digest]*openLayer{},
 	}
 }
 
@@ -72,8 +79,9 @@ func (r *Reader) SetSource(layer digest.Digest, src blob.Source) {
 // CacheStats reports the span cache's hits, misses and size.
 func (r *Reader) CacheStats() CacheStats { return r.cache.stats() }
 
-// Close releases open blobs.
+// Close releases open blobs and inflaters.
 func (r *Reader) Close() error {
+	r.cache.clear()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var errs []error
@@ -91,6 +99,7 @@ func (r *Reader) ReadAt(ctx context.Context, layer digest.Digest, p []byte, off 
 	if err != nil {
 		return 0, err
 	}
+	sequential := l.noteRead(off, int64(len(p)))
 	n := 0
 	for n < len(p) {
 		pos := off + int64(n)
@@ -101,13 +110,74 @@ func (r *Reader) ReadAt(ctx context.Context, layer digest.Digest, p []byte, off 
 		if i < 0 {
 			return n, &LayerError{Layer: layer, Err: fmt.Errorf("no span covers offset %d", pos)}
 		}
-		data, err := r.cache.get(spanKey{layer, i}, func() ([]byte, error) { return r.inflate(ctx, layer, l, i) })
+		start, end := l.spanRange(i)
+		need := min(end, off+int64(len(p))) - start
+		data, err := r.spanBytes(ctx, layer, l, i, int(need))
 		if err != nil {
 			return n, err
 		}
-		n += copy(p[n:], data[pos-l.spans[i].Out:])
+		n += copy(p[n:], data[pos-start:])
+		if sequential && i+1 < len(l.spans) && need > (end-start)/2 {
+			r.prefetch(layer, l, i+1)
+		}
 	}
 	return n, nil
+}
+
+// sequentialSlack is how far apart two reads may be and still count as
+// one sequential stream: consecutive files of a layer are separated by
+// their tar headers, and the kernel's readahead reorders a little.
+const sequentialSlack = 256 << 10
+
+// noteRead records a read and reports whether it continues the previous one.
+func (l *openLayer) noteRead(off, n int64) bool {
+	last := l.lastEnd.Swap(off + n)
+	return off >= last-sequentialSlack && off <= last+sequentialSlack
+}
+
+func (l *openLayer) spanRange(i int) (start, end int64) {
+	start, end = l.spans[i].Out, l.info.UncompressedSize
+	if i+1 < len(l.spans) {
+		end = l.spans[i+1].Out
+	}
+	return start, end
+}
+
+// spanBytes returns at least need verified bytes of span i.
+func (r *Reader) spanBytes(ctx context.Context, layer digest.Digest, l *openLayer, i, need int) ([]byte, error) {
+	for {
+		sd, err := r.cache.get(spanKey{layer, i}, func() (*spanData, error) { return r.openSpan(ctx, layer, l, i) })
+		if err != nil {
+			return nil, err
+		}
+		data, err := sd.ensure(need)
+		if errors.Is(err, errSpanDropped) {
+			continue // evicted while we waited; open it again
+		}
+		if err != nil {
+			return nil, &LayerError{Layer: layer, Err: fmt.Errorf("span %d at offset %d: %w", i, l.spans[i].Out, err)}
+		}
+		return data, nil
+	}
+}
+
+// prefetch inflates span i in the background, so that a sequential reader
+// finds it ready; at most one prefetch per CPU runs at a time.
+func (r *Reader) prefetch(layer digest.Digest, l *openLayer, i int) {
+	if r.cache.contains(spanKey{layer, i}) {
+		return
+	}
+	select {
+	case r.prefetching <- struct{}{}:
+	default:
+		return
+	}
+	go func() {
+		defer func() { <-r.prefetching }()
+		start, end := l.spanRange(i)
+		// Errors surface again when a reader asks for the span.
+		_, _ = r.spanBytes(context.Background(), layer, l, i, int(end-start))
+	}()
 }
 
 func (r *Reader) open(ctx context.Context, layer digest.Digest) (*openLayer, error) {
@@ -146,49 +216,38 @@ func (r *Reader) open(ctx context.Context, layer digest.Digest) (*openLayer, err
 	return l, nil
 }
 
-func (r *Reader) inflate(ctx context.Context, layer digest.Digest, l *openLayer, i int) ([]byte, error) {
+// openSpan starts inflating span i: at its checkpoint for gzip, at its
+// offset for uncompressed and cached layers.
+func (r *Reader) openSpan(ctx context.Context, layer digest.Digest, l *openLayer, i int) (*spanData, error) {
 	sp := l.spans[i]
-	end := l.info.UncompressedSize
-	if i+1 < len(l.spans) {
-		end = l.spans[i+1].Out
+	start, end := l.spanRange(i)
+	length := int(end - start)
+	if chunks := (length + VerifyChunkSize - 1) / VerifyChunkSize; len(sp.Digests) != chunks*sha256.Size {
+		return nil, &LayerError{Layer: layer, Err: fmt.Errorf("span %d: %d digest bytes for %d bytes of data: index damaged", i, len(sp.Digests), length)}
 	}
-	buf := make([]byte, end-sp.Out)
-	var err error
-	switch l.info.Compression {
-	case Gzip:
-		err = r.inflateGzip(ctx, layer, l, i, buf)
-	default:
-		_, err = l.data.ReadAt(buf, sp.Out)
-		if errors.Is(err, io.EOF) && int64(len(buf)) == end-sp.Out {
-			err = nil
+	var next io.ReadCloser
+	if l.info.Compression == Gzip {
+		var err error
+		if next, err = r.gzipStream(ctx, layer, l, i); err != nil {
+			return nil, &LayerError{Layer: layer, Err: fmt.Errorf("span %d at offset %d: %w", i, sp.Out, err)}
 		}
+	} else {
+		next = io.NopCloser(io.NewSectionReader(l.data, start, end-start))
 	}
-	if err != nil {
-		return nil, &LayerError{Layer: layer, Err: fmt.Errorf("span %d at offset %d: %w", i, sp.Out, err)}
-	}
-	if sha256.Sum256(buf) != sp.Digest {
-		return nil, &LayerError{Layer: layer, Err: fmt.Errorf("span %d at offset %d: %w", i, sp.Out, ErrSpanCorrupt)}
-	}
-	return buf, nil
+	return &spanData{size: int64(length), buf: make([]byte, 0, length), next: next, digests: sp.Digests}, nil
 }
 
-func (r *Reader) inflateGzip(ctx context.Context, layer digest.Digest, l *openLayer, i int, buf []byte) error {
+func (r *Reader) gzipStream(ctx context.Context, layer digest.Digest, l *openLayer, i int) (io.ReadCloser, error) {
 	sp := l.spans[i]
 	var window []byte
 	if !sp.MemberStart {
 		packed, err := r.store.SpanWindow(ctx, layer, i)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if window, err = io.ReadAll(flate.NewReader(bytes.NewReader(packed))); err != nil {
-			return fmt.Errorf("unpacking window: %w", err)
+			return nil, fmt.Errorf("unpacking window: %w", err)
 		}
 	}
-	zr, err := zran.NewReader(l.data, l.size, zran.Checkpoint{Out: sp.Out, In: sp.In, Bits: sp.Bits, MemberStart: sp.MemberStart, Window: window})
-	if err != nil {
-		return err
-	}
-	defer zr.Close()
-	_, err = io.ReadFull(zr, buf)
-	return err
+	return zran.NewReader(l.data, l.size, zran.Checkpoint{Out: sp.Out, In: sp.In, Bits: sp.Bits, MemberStart: sp.MemberStart, Window: window})
 }

@@ -1,6 +1,8 @@
 package index
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 )
@@ -16,7 +18,7 @@ func (s *Span) MarshalBinary() ([]byte, error) {
 		flags |= 8
 	}
 	b = append(b, flags)
-	return append(b, s.Digest[:]...), nil
+	return append(b, s.Digests...), nil
 }
 
 // UnmarshalBinary decodes what MarshalBinary wrote.
@@ -25,10 +27,10 @@ func (s *Span) UnmarshalBinary(b []byte) error {
 	s.Out = int64(d.uvarint())
 	s.In = int64(d.uvarint())
 	flags := d.byte()
-	if d.err != nil || len(d.b) != len(s.Digest) {
+	if d.err != nil || len(d.b)%sha256.Size != 0 {
 		return errors.New("corrupt span record")
 	}
 	s.Bits, s.MemberStart = flags&7, flags&8 != 0
-	copy(s.Digest[:], d.b)
+	s.Digests = bytes.Clone(d.b)
 	return nil
 }

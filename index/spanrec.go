@@ -31,14 +31,14 @@ type spanRecorder struct {
 	count    int64  // spans emitted
 	pending  []byte // bytes from pending0 on, not yet hashed
 	pending0 int64
-	hasher   hash.Hash
+	hasher   chunkHasher
 	written  int64
 	window   bytes.Buffer
 	flater   *flate.Writer
 }
 
 func newSpanRecorder(fixed int64, emit func(Span) error) *spanRecorder {
-	r := &spanRecorder{fixed: fixed, emit: emit, hasher: sha256.New()}
+	r := &spanRecorder{fixed: fixed, emit: emit, hasher: chunkHasher{h: sha256.New()}}
 	if fixed > 0 {
 		r.started = true // the first fixed span starts at 0
 	}
@@ -125,8 +125,7 @@ func (r *spanRecorder) hashPendingUpTo(out int64) error {
 }
 
 func (r *spanRecorder) finishSpan() error {
-	copy(r.current.Digest[:], r.hasher.Sum(nil))
-	r.hasher.Reset()
+	r.current.Digests = r.hasher.finish()
 	r.count++
 	return r.emit(r.current)
 }
@@ -166,4 +165,39 @@ func (r *spanRecorder) compressWindow(window []byte) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.Clone(r.window.Bytes()), nil
+}
+
+// chunkHasher hashes a span's bytes in VerifyChunkSize pieces counted from
+// the span's start.
+type chunkHasher struct {
+	h       hash.Hash
+	fill    int
+	digests []byte
+}
+
+func (c *chunkHasher) Write(p []byte) {
+	for len(p) > 0 {
+		n := min(len(p), VerifyChunkSize-c.fill)
+		c.h.Write(p[:n])
+		c.fill += n
+		p = p[n:]
+		if c.fill == VerifyChunkSize {
+			c.digests = c.h.Sum(c.digests)
+			c.h.Reset()
+			c.fill = 0
+		}
+	}
+}
+
+// finish returns the digests of the span, the last chunk possibly short,
+// and starts a new span.
+func (c *chunkHasher) finish() []byte {
+	if c.fill > 0 {
+		c.digests = c.h.Sum(c.digests)
+		c.h.Reset()
+		c.fill = 0
+	}
+	d := c.digests
+	c.digests = nil
+	return d
 }

@@ -56,12 +56,21 @@ type Span struct {
 	In          int64
 	Bits        uint8
 	MemberStart bool
-	// Digest is the sha256 of the span's uncompressed bytes.
-	Digest [32]byte
+	// Digests holds the sha256 of each VerifyChunkSize piece of the span's
+	// uncompressed bytes, counted from Out, back to back. A read verifies
+	// what it inflated chunk by chunk, so it stops once it has the bytes
+	// it needs instead of inflating and hashing the whole span.
+	Digests []byte
 	// Window is the deflate dictionary (the 32 KiB before Out), stored
 	// flate-compressed. Spans returns it empty; SpanWindow loads it.
 	Window []byte
 }
+
+// VerifyChunkSize is the unit in which inflated bytes are verified.
+const VerifyChunkSize = 64 << 10
+
+// ChunkDigest returns the digest of chunk i of the span.
+func (s *Span) ChunkDigest(i int) []byte { return s.Digests[i*32 : (i+1)*32] }
 
 // ErrNotFound is returned for layers that have no completed pass.
 var ErrNotFound = errors.New("not found in index")

@@ -88,7 +88,8 @@ func SampleSpans(n int) []index.Span {
 	out := make([]index.Span, n)
 	for i := range out {
 		sp := index.Span{Out: int64(i) << 20, In: int64(i) * 400000, Bits: uint8(i % 8)}
-		sp.Digest[0], sp.Digest[31] = byte(i), byte(i>>8)
+		sp.Digests = make([]byte, 32*(1+i%16))
+		sp.Digests[0], sp.Digests[len(sp.Digests)-1] = byte(i), byte(i>>8)
 		if i%3 == 0 {
 			sp.Bits, sp.MemberStart = 0, true
 		} else {

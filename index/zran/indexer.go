@@ -6,9 +6,12 @@ import (
 	"io"
 )
 
-// indexerInputSize is large so that refills (and the reads from the
-// underlying stream they cause) are rare next to inflate work.
-const indexerInputSize = 256 << 10
+// Big buffers keep refills, the reads from r they cause, and cgo calls rare
+// next to inflate work.
+const (
+	indexerInputSize  = 256 << 10
+	indexerOutputSize = 256 << 10 // for reads smaller than directReadMin
+)
 
 // Indexer inflates a gzip stream (one or more gzip members back to back)
 // read sequentially from r, exposes the uncompressed bytes through Read, and
@@ -28,10 +31,11 @@ const indexerInputSize = 256 << 10
 //   - the end of the stream counts as a boundary, so the last span obeys the
 //     limit too, but no checkpoint is placed there.
 //
-// Because a candidate is only emitted on reaching a later boundary,
-// onCheckpoint may run after Read has returned bytes beyond the
-// checkpoint's Out. Checkpoints arrive in increasing Out order, and all of
-// them have arrived before Read returns io.EOF.
+// onCheckpoint runs from within Read, with no fixed relation to the bytes
+// Read has returned so far: a candidate is only emitted on reaching a later
+// boundary, and small reads are served from output inflated ahead.
+// Checkpoints arrive in increasing Out order, and all of them have arrived
+// before Read returns io.EOF.
 //
 // After a member, only another member or zero bytes up to the end may
 // follow: gzip(1) tolerates zero padding, so it is skipped, and any other
@@ -45,7 +49,7 @@ type Indexer struct {
 	onCheckpoint func(Checkpoint) error
 	z            *zstream
 
-	state   indexerState
+	state   streamState
 	inEOF   bool  // r has reported io.EOF
 	inPos   int64 // blob offset of z.in[0]
 	inLen   int   // valid bytes in z.in
@@ -64,13 +68,15 @@ type Indexer struct {
 	rb readBuf
 }
 
-type indexerState int
+// streamState says where in the blob a decompressor is, between inflate
+// steps.
+type streamState int
 
 const (
-	stateBetween indexerState = iota // before a member header, or at the end
-	stateMember                      // inside a member
-	statePadding                     // in zero padding after the last member
-	stateTrailer                     // NewReader only: skipping a member's trailer
+	stateBetween streamState = iota // before a member header, or at the end
+	stateMember                     // inside a member
+	statePadding                    // in zero padding after the last member
+	stateTrailer                    // NewReader only: skipping a member's trailer
 )
 
 // NewIndexer returns an Indexer that reads the gzip stream from r and places
@@ -94,7 +100,7 @@ func NewIndexer(r io.Reader, spacing int64, onCheckpoint func(Checkpoint) error)
 		onCheckpoint: onCheckpoint,
 		z:            z,
 		candWin:      make([]byte, WindowSize),
-		rb:           readBuf{size: indexerInputSize},
+		rb:           readBuf{size: indexerOutputSize},
 	}, nil
 }
 

@@ -60,8 +60,12 @@ func NewReader(blob io.ReaderAt, blobSize int64, c Checkpoint) (io.ReadCloser, e
 	r.z, r.state, r.raw = z, stateMember, true
 	if c.Bits != 0 {
 		var b [1]byte
-		if _, err := blob.ReadAt(b[:], c.In-1); err != nil {
+		// ReaderAt may report io.EOF along with the blob's last byte.
+		if n, err := blob.ReadAt(b[:], c.In-1); n != 1 {
 			z.free()
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
 			return nil, fmt.Errorf("zran: reading checkpoint byte at compressed offset %d: %w", c.In-1, err)
 		}
 		if err := z.prime(int(c.Bits), b[0]>>(8-c.Bits)); err != nil {
@@ -83,13 +87,13 @@ type reader struct {
 	size int64
 	z    *zstream
 
-	state   indexerState // stateBetween, stateMember or stateTrailer
-	raw     bool         // inflating raw deflate: the trailer is ours to skip
-	first   bool         // the first member must be there
-	trailer int          // trailer bytes still to skip
-	pos     int64        // blob offset of the next byte to fetch
-	inPos   int64        // blob offset of z.in[0]
-	inLen   int          // valid bytes in z.in
+	state   streamState // stateBetween, stateMember or stateTrailer
+	raw     bool        // inflating raw deflate: the trailer is ours to skip
+	first   bool        // the first member must be there
+	trailer int         // trailer bytes still to skip
+	pos     int64       // blob offset of the next byte to fetch
+	inPos   int64       // blob offset of z.in[0]
+	inLen   int         // valid bytes in z.in
 	rb      readBuf
 }
 

@@ -53,18 +53,17 @@ const (
 	wbitsRaw  = -15
 )
 
-// Return codes and flush modes of zlib, as Go constants.
+// The zlib return codes and flush modes this package uses, as Go constants.
 const (
-	zOK          = int(C.Z_OK)
-	zStreamEnd   = int(C.Z_STREAM_END)
-	zNeedDict    = int(C.Z_NEED_DICT)
-	zDataError   = int(C.Z_DATA_ERROR)
-	zMemError    = int(C.Z_MEM_ERROR)
-	zBufError    = int(C.Z_BUF_ERROR)
-	zNoFlush     = int(C.Z_NO_FLUSH)
-	zBlock       = int(C.Z_BLOCK)
-	maxInflateIO = 1 << 30 // avail_out is 32 bits; stay well below
+	zOK        = int(C.Z_OK)
+	zStreamEnd = int(C.Z_STREAM_END)
+	zBufError  = int(C.Z_BUF_ERROR)
+	zNoFlush   = int(C.Z_NO_FLUSH)
+	zBlock     = int(C.Z_BLOCK)
 )
+
+// maxInflateOut keeps avail_out, a 32-bit count, from overflowing.
+const maxInflateOut = 1 << 30
 
 // zstream owns one zlib inflate state and its C-allocated input buffer.
 // The input buffer is C memory so that next_in can stay set across calls
@@ -135,8 +134,8 @@ func (z *zstream) skip(n int) {
 // inflate writes into out and reports how many bytes it wrote and zlib's
 // return code.
 func (z *zstream) inflate(out []byte, flush int) (int, int) {
-	if len(out) > maxInflateIO {
-		out = out[:maxInflateIO]
+	if len(out) > maxInflateOut {
+		out = out[:maxInflateOut]
 	}
 	ret := int(C.zr_inflate(z.z, (*C.uchar)(unsafe.Pointer(&out[0])), C.uint(len(out)), C.int(flush)))
 	return int(z.z.produced), ret
