@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
@@ -129,7 +131,7 @@ func (p *pass) run() (LayerInfo, error) {
 	}
 
 	uncompressed := &countingReader{r: io.TeeReader(stream, spans)}
-	entries, err := p.readTar(uncompressed)
+	entries, whiteouts, err := p.readTar(uncompressed)
 	if err != nil {
 		return LayerInfo{}, err
 	}
@@ -151,7 +153,7 @@ func (p *pass) run() (LayerInfo, error) {
 		return LayerInfo{}, p.fail(err)
 	}
 	info.UncompressedSize = uncompressed.n
-	info.Entries, info.Spans = entries, spans.count
+	info.Entries, info.Spans, info.WhiteoutFree = entries, spans.count, whiteouts == 0
 	if err := p.writer.Commit(info); err != nil {
 		return LayerInfo{}, p.fail(err)
 	}
@@ -161,33 +163,35 @@ func (p *pass) run() (LayerInfo, error) {
 // readTar records every entry; errors name the entry they are about. The
 // digest is checked after the tar, so a corrupt blob may first show up as
 // a tar error; both fail the layer.
-func (p *pass) readTar(r *countingReader) (int64, error) {
+func (p *pass) readTar(r *countingReader) (count, whiteouts int64, err error) {
 	tr := tar.NewReader(r)
-	var count int64
 	last := ""
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return count, nil
+			return count, whiteouts, nil
 		}
 		if err != nil {
 			if last != "" {
-				return 0, &EntryError{Layer: p.layer, Path: last, Err: fmt.Errorf("reading the entry's data or the next header at offset %d: %w", r.n, err)}
+				return 0, 0, &EntryError{Layer: p.layer, Path: last, Err: fmt.Errorf("reading the entry's data or the next header at offset %d: %w", r.n, err)}
 			}
-			return 0, p.fail(fmt.Errorf("reading tar header at offset %d: %w", r.n, err))
+			return 0, 0, p.fail(fmt.Errorf("reading tar header at offset %d: %w", r.n, err))
 		}
 		last = h.Name
 		e, ok, err := entryFromHeader(h, r.n)
 		if err != nil {
-			return 0, &EntryError{Layer: p.layer, Path: h.Name, Err: err}
+			return 0, 0, &EntryError{Layer: p.layer, Path: h.Name, Err: err}
 		}
 		if !ok {
 			continue
 		}
 		if err := p.writer.AddEntry(e); err != nil {
-			return 0, &EntryError{Layer: p.layer, Path: h.Name, Err: err}
+			return 0, 0, &EntryError{Layer: p.layer, Path: h.Name, Err: err}
 		}
 		count++
+		if strings.HasPrefix(path.Base(e.Path), whiteoutPrefix) {
+			whiteouts++
+		}
 	}
 }
 

@@ -43,6 +43,9 @@ type LayerInfo struct {
 	UncompressedSize int64
 	Entries          int64
 	Spans            int64
+	// WhiteoutFree says the pass saw no .wh. entries, so merging can skip
+	// looking for them. The zero value is the safe one: look.
+	WhiteoutFree bool
 }
 
 // Span is a stretch of a layer's uncompressed stream that the lazy reader

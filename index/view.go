@@ -120,10 +120,12 @@ type buildNode struct {
 
 type viewBuilder struct {
 	root *buildNode
+	// nodes counts the nodes ever made, so freeze can size its tables once.
+	nodes int
 }
 
 func newViewBuilder() *viewBuilder {
-	return &viewBuilder{root: newImplicitDir()}
+	return &viewBuilder{root: newImplicitDir(), nodes: 1}
 }
 
 // newImplicitDir makes a directory that no entry described, as extraction
@@ -145,9 +147,31 @@ var (
 )
 
 func (b *viewBuilder) applyLayer(ctx context.Context, store Store, li int, layer digest.Digest) error {
-	// Whiteouts only hide what lower layers had (OCI image spec), so they
-	// all apply before any entry of the same layer is added.
-	err := store.Entries(ctx, layer, func(e Entry) error {
+	info, err := store.Layer(ctx, layer)
+	if err != nil {
+		return err
+	}
+	if !info.WhiteoutFree {
+		if err := b.applyWhiteouts(ctx, store, layer); err != nil {
+			return fmt.Errorf("layer %s: applying whiteouts: %w", layer, err)
+		}
+	}
+	return store.Entries(ctx, layer, func(e Entry) error {
+		if _, name := path.Split(e.Path); strings.HasPrefix(name, whiteoutPrefix) {
+			return nil
+		}
+		if err := b.add(li, e); err != nil {
+			return &EntryError{Layer: layer, Path: e.Path, Err: err}
+		}
+		return nil
+	})
+}
+
+// applyWhiteouts hides what the layer's whiteouts name. Whiteouts only
+// hide what lower layers had (OCI image spec), so they all apply before
+// any entry of the same layer is added.
+func (b *viewBuilder) applyWhiteouts(ctx context.Context, store Store, layer digest.Digest) error {
+	return store.Entries(ctx, layer, func(e Entry) error {
 		dir, name := path.Split(e.Path)
 		if !strings.HasPrefix(name, whiteoutPrefix) {
 			return nil
@@ -170,18 +194,6 @@ func (b *viewBuilder) applyLayer(ctx context.Context, store Store, li int, layer
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("layer %s: applying whiteouts: %w", layer, err)
-	}
-	return store.Entries(ctx, layer, func(e Entry) error {
-		if _, name := path.Split(e.Path); strings.HasPrefix(name, whiteoutPrefix) {
-			return nil
-		}
-		if err := b.add(li, e); err != nil {
-			return &EntryError{Layer: layer, Path: e.Path, Err: err}
-		}
-		return nil
-	})
 }
 
 // walkDir returns the directory at p, creating missing directories when
@@ -198,6 +210,7 @@ func (b *viewBuilder) walkDir(p string, create bool) (*buildNode, error) {
 			return nil, nil
 		case !ok:
 			child = newImplicitDir()
+			b.nodes++
 			n.children[c] = child
 		case child.Type == TypeSymlink:
 			return nil, errParentSymlink
@@ -230,6 +243,7 @@ func (b *viewBuilder) add(li int, e Entry) error {
 			return nil
 		}
 		n := &buildNode{Inode: inodeFromEntry(e, li), children: map[string]*buildNode{}}
+		b.nodes++
 		b.replace(parent, name, existing, n)
 	case TypeHardlink:
 		target, err := b.lookupTarget(e.Linkname)
@@ -241,6 +255,7 @@ func (b *viewBuilder) add(li int, e Entry) error {
 		}
 		b.replace(parent, name, existing, target)
 	default:
+		b.nodes++
 		b.replace(parent, name, existing, &buildNode{Inode: inodeFromEntry(e, li)})
 	}
 	return nil
@@ -306,8 +321,12 @@ func inodeFromEntry(e Entry, li int) Inode {
 
 // freeze numbers reachable inodes in path order and drops the maps.
 func (b *viewBuilder) freeze(layers []digest.Digest) *View {
-	v := &View{layers: append([]digest.Digest(nil), layers...)}
-	numbers := map[*buildNode]Ino{}
+	v := &View{
+		layers:   append([]digest.Digest(nil), layers...),
+		inodes:   make([]Inode, 0, b.nodes),
+		children: make([][]Dirent, 0, b.nodes),
+	}
+	numbers := make(map[*buildNode]Ino, b.nodes)
 	var visit func(n *buildNode) Ino
 	visit = func(n *buildNode) Ino {
 		if ino, ok := numbers[n]; ok {
