@@ -40,8 +40,8 @@ unit: deps
 # Short coverage-guided runs of the fuzz targets of the layer pass and of
 # the zlib checkpointer; `make fuzz FUZZTIME=10m` for a longer hunt.
 fuzz: deps
-	go test -run='^$$' -fuzz='^FuzzLayerPass$$' -fuzztime=$(FUZZTIME) ./index/
-	go test -run='^$$' -fuzz='^FuzzIndexer$$' -fuzztime=$(FUZZTIME) ./index/zran/
+	go test -run='^$$' -fuzz='^FuzzLayerPass$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./index/
+	go test -run='^$$' -fuzz='^FuzzIndexer$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./index/zran/
 
 e2e: deps
 	go test -count=1 -timeout 40m -v ./test/e2e/ 2>&1 | tee e2e.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} -eq 0
