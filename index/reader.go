@@ -111,18 +111,24 @@ func (r *Reader) ReadAt(ctx context.Context, layer digest.Digest, p []byte, off 
 			return n, &LayerError{Layer: layer, Err: fmt.Errorf("no span covers offset %d", pos)}
 		}
 		start, end := l.spanRange(i)
-		need := min(end, off+int64(len(p))) - start
-		data, err := r.spanBytes(ctx, layer, l, i, int(need))
+		k, err := r.readSpan(ctx, layer, l, i, p[n:min(len(p), n+int(end-pos))], int(pos-start))
+		n += k
 		if err != nil {
 			return n, err
 		}
-		n += copy(p[n:], data[pos-start:])
-		if sequential && i+1 < len(l.spans) && need > (end-start)/2 {
-			r.prefetch(layer, l, i+1)
+		if sequential {
+			for ahead := i + 1; ahead < min(len(l.spans), i+1+prefetchSpans); ahead++ {
+				r.prefetch(layer, l, ahead)
+			}
 		}
 	}
 	return n, nil
 }
+
+// prefetchSpans is how many spans ahead of a sequential reader are
+// inflated in the background, so that inflation on another core keeps
+// ahead of a reader that is mostly waiting on FUSE round trips.
+const prefetchSpans = 4
 
 // sequentialSlack is how far apart two reads may be and still count as
 // one sequential stream: consecutive files of a layer are separated by
@@ -143,28 +149,28 @@ func (l *openLayer) spanRange(i int) (start, end int64) {
 	return start, end
 }
 
-// spanBytes returns at least need verified bytes of span i.
-func (r *Reader) spanBytes(ctx context.Context, layer digest.Digest, l *openLayer, i, need int) ([]byte, error) {
+// readSpan copies bytes of span i at off (relative to the span) into p.
+func (r *Reader) readSpan(ctx context.Context, layer digest.Digest, l *openLayer, i int, p []byte, off int) (int, error) {
 	for {
 		sd, err := r.cache.get(spanKey{layer, i}, func() (*spanData, error) { return r.openSpan(ctx, layer, l, i) })
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
-		data, err := sd.ensure(need)
+		n, err := sd.readAt(p, off)
 		if errors.Is(err, errSpanDropped) {
 			continue // evicted while we waited; open it again
 		}
 		if err != nil {
-			return nil, &LayerError{Layer: layer, Err: fmt.Errorf("span %d at offset %d: %w", i, l.spans[i].Out, err)}
+			return n, &LayerError{Layer: layer, Err: fmt.Errorf("span %d at offset %d: %w", i, l.spans[i].Out, err)}
 		}
-		return data, nil
+		return n, nil
 	}
 }
 
 // prefetch inflates span i in the background, so that a sequential reader
 // finds it ready; at most one prefetch per CPU runs at a time.
 func (r *Reader) prefetch(layer digest.Digest, l *openLayer, i int) {
-	if r.cache.contains(spanKey{layer, i}) {
+	if start, end := l.spanRange(i); end <= start || r.cache.contains(spanKey{layer, i}) {
 		return
 	}
 	select {
@@ -175,8 +181,10 @@ func (r *Reader) prefetch(layer digest.Digest, l *openLayer, i int) {
 	go func() {
 		defer func() { <-r.prefetching }()
 		start, end := l.spanRange(i)
-		// Errors surface again when a reader asks for the span.
-		_, _ = r.spanBytes(context.Background(), layer, l, i, int(end-start))
+		// Inflate the whole span by asking for its last byte. Errors
+		// surface again when a reader asks for the span.
+		var last [1]byte
+		_, _ = r.readSpan(context.Background(), layer, l, i, last[:], int(end-start)-1)
 	}()
 }
 
@@ -234,7 +242,8 @@ func (r *Reader) openSpan(ctx context.Context, layer digest.Digest, l *openLayer
 	} else {
 		next = io.NopCloser(io.NewSectionReader(l.data, start, end-start))
 	}
-	return &spanData{size: int64(length), buf: make([]byte, 0, length), next: next, digests: sp.Digests}, nil
+	buf, backing := r.cache.buffers.get(length)
+	return &spanData{size: int64(length), buf: buf, backing: backing, next: next, digests: sp.Digests}, nil
 }
 
 func (r *Reader) gzipStream(ctx context.Context, layer digest.Digest, l *openLayer, i int) (io.ReadCloser, error) {

@@ -28,21 +28,32 @@ type spanData struct {
 	size    int64 // the span's length; fixed, so the cache reads it unlocked
 	mu      sync.Mutex
 	buf     []byte // len: verified bytes; cap: the span's length
+	backing []byte // the pooled array behind buf, if any
 	next    io.ReadCloser
 	digests []byte
 	err     error // sticky: a span that failed verification stays failed
 }
 
-// ensure extends the verified prefix to at least need bytes and returns it.
-func (s *spanData) ensure(need int) ([]byte, error) {
+// readAt copies span bytes at off into p, inflating and verifying as far
+// as p reaches. The copy happens under the lock because an evicted span's
+// buffer is recycled for another span.
+func (s *spanData) readAt(p []byte, off int) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.extend(off + len(p)); err != nil {
+		return 0, err
+	}
+	return copy(p, s.buf[off:]), nil
+}
+
+// extend grows the verified prefix to at least need bytes.
+func (s *spanData) extend(need int) error {
 	for len(s.buf) < need {
 		if s.err != nil {
-			return nil, s.err
+			return s.err
 		}
 		if s.next == nil {
-			return nil, errSpanDropped
+			return errSpanDropped
 		}
 		start := len(s.buf)
 		end := min(start+VerifyChunkSize, cap(s.buf))
@@ -61,7 +72,7 @@ func (s *spanData) ensure(need int) ([]byte, error) {
 			s.close()
 		}
 	}
-	return s.buf, nil
+	return nil
 }
 
 func (s *spanData) fail(err error) {
@@ -88,6 +99,7 @@ type spanCache struct {
 	inflight map[spanKey]*inflight
 	hits     int64
 	misses   int64
+	buffers  bufferPool
 }
 
 type cachedSpan struct {
@@ -107,6 +119,7 @@ func newSpanCache(capacity int64) *spanCache {
 		order:    list.New(),
 		byKey:    map[spanKey]*list.Element{},
 		inflight: map[spanKey]*inflight{},
+		buffers:  bufferPool{size: spanBufferSize},
 	}
 }
 
@@ -139,7 +152,7 @@ func (c *spanCache) get(key spanKey, open func() (*spanData, error)) (*spanData,
 	}
 	c.mu.Unlock()
 	close(f.done)
-	release(evicted)
+	c.release(evicted)
 	return f.data, f.err
 }
 
@@ -167,12 +180,18 @@ func (c *spanCache) add(key spanKey, data *spanData) []*spanData {
 	return evicted
 }
 
-// release closes the inflaters of evicted spans, waiting for a read that
-// is using one, so zlib state is never freed under it.
-func release(spans []*spanData) {
+// release closes the inflaters of evicted spans and recycles their
+// buffers, waiting for a read that is using one, so neither is freed under
+// it. A reader still holding the span gets errSpanDropped and reopens it.
+func (c *spanCache) release(spans []*spanData) {
 	for _, s := range spans {
 		s.mu.Lock()
 		s.close()
+		if s.err == nil {
+			s.err = errSpanDropped
+		}
+		c.buffers.put(s.backing)
+		s.buf, s.backing = nil, nil
 		s.mu.Unlock()
 	}
 }
@@ -187,7 +206,7 @@ func (c *spanCache) clear() {
 	c.byKey = map[spanKey]*list.Element{}
 	c.used = 0
 	c.mu.Unlock()
-	release(all)
+	c.release(all)
 }
 
 // CacheStats reports the span cache's use.
@@ -199,4 +218,36 @@ func (c *spanCache) stats() CacheStats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return CacheStats{Hits: c.hits, Misses: c.misses, Bytes: c.used, Capacity: c.capacity}
+}
+
+// spanBufferSize fits every span of the default spacing: the indexer cuts
+// at most DefaultSpanSize apart unless one deflate block is longer.
+const spanBufferSize = DefaultSpanSize + 256<<10
+
+// bufferPool recycles span buffers. Fresh memory costs a page fault per
+// 4 KiB on first write, which made a cold full read of an image spend as
+// long faulting in buffers as inflating into them.
+type bufferPool struct {
+	size int
+	pool sync.Pool
+}
+
+// get returns an empty buffer with capacity n, and the pooled array
+// behind it (nil when n is too big to pool) to hand back to put.
+func (p *bufferPool) get(n int) (buf, backing []byte) {
+	if n > p.size {
+		return make([]byte, 0, n), nil
+	}
+	b, _ := p.pool.Get().(*[]byte)
+	if b == nil {
+		fresh := make([]byte, p.size)
+		b = &fresh
+	}
+	return (*b)[:0:n], *b
+}
+
+func (p *bufferPool) put(backing []byte) {
+	if backing != nil {
+		p.pool.Put(&backing)
+	}
 }
