@@ -1,0 +1,69 @@
+package fs
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// ContentReader reads a layer's uncompressed bytes. The index package's
+// lazy reader implements it. Like io.ReaderAt, a short read comes with an
+// error.
+type ContentReader interface {
+	ReadAt(ctx context.Context, layer digest.Digest, p []byte, off int64) (int, error)
+}
+
+// Default cache timeouts. Image content is immutable, so the kernel may keep
+// it for long; the catalog moves, so its entries expire quickly even when an
+// invalidation is lost.
+const (
+	DefaultImageTimeout   = time.Hour
+	DefaultCatalogTimeout = time.Second
+)
+
+// Options configure a Root and its mount.
+type Options struct {
+	// AllowOther lets users other than the mounting one use the mount; the
+	// image's own modes still apply (default_permissions). The zero value
+	// is false; DefaultOptions sets it.
+	AllowOther bool
+	// AllowSuid mounts with suid,dev, for runc running images from the
+	// mount. Otherwise the mount is nosuid,nodev.
+	AllowSuid bool
+	// ImageTimeout is how long the kernel caches entries and attributes of
+	// image content. Zero means DefaultImageTimeout.
+	ImageTimeout time.Duration
+	// CatalogTimeout is how long the kernel caches namespace and stream
+	// directories and tag symlinks. Zero means DefaultCatalogTimeout.
+	CatalogTimeout time.Duration
+	// Logger receives errors that a FUSE reply can only carry as an errno.
+	// Nil discards them.
+	Logger *slog.Logger
+	// Debug logs every FUSE request and reply to Logger at debug level.
+	Debug bool
+}
+
+// DefaultOptions returns the options a daemon normally mounts with.
+func DefaultOptions() Options {
+	return Options{
+		AllowOther:     true,
+		ImageTimeout:   DefaultImageTimeout,
+		CatalogTimeout: DefaultCatalogTimeout,
+	}
+}
+
+// withDefaults fills the zero fields that have a non-zero default.
+func (o Options) withDefaults() Options {
+	if o.ImageTimeout <= 0 {
+		o.ImageTimeout = DefaultImageTimeout
+	}
+	if o.CatalogTimeout <= 0 {
+		o.CatalogTimeout = DefaultCatalogTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
