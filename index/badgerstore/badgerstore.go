@@ -7,6 +7,7 @@
 //	e<digest>/<seq u32>   entry, in tar order
 //	s<digest>/<idx u32>   span, in stream order
 //	w<digest>/<idx u32>   span window (flate-compressed)
+//	v                     schema version of all of the above
 //
 // A layer's marker is written only after its entries and spans are synced,
 // and it records their counts, which reads check, so a torn write after a
@@ -67,7 +68,51 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening index database in %s: %w", dir, err)
 	}
-	return &Store{db: db}, nil
+	s := &Store{db: db}
+	if err := s.checkSchema(o.Logger); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("index database in %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+// schemaVersion changes whenever a record's encoding does.
+const schemaVersion = "1"
+
+var schemaKey = []byte("v")
+
+// checkSchema drops an index written in another schema: layers are cheap
+// to index again, and guessing at an old encoding is not worth the risk
+// of serving wrong bytes.
+func (s *Store) checkSchema(log badger.Logger) error {
+	var found string
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(schemaKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		found = string(v)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if found == schemaVersion {
+		return nil
+	}
+	if found != "" || s.hasPrefix([]byte{'l'}) {
+		if log != nil {
+			log.Warningf("index schema %q is not %q; dropping it, layers will be indexed again", found, schemaVersion)
+		}
+		if err := s.db.DropAll(); err != nil {
+			return fmt.Errorf("dropping index of schema %q: %w", found, err)
+		}
+	}
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(schemaKey, []byte(schemaVersion)) })
 }
 
 // Close implements index.Store.

@@ -100,3 +100,30 @@ func TestCommittedLayerSurvivesReopen(t *testing.T) {
 		t.Fatalf("after reopen: %+v, %v", info, err)
 	}
 }
+
+// An index of another schema is dropped, not misread.
+func TestOtherSchemaIsDropped(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	d := indextest.LayerDigest(3)
+	s, err := badgerstore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := s.NewLayerWriter(ctx, d)
+	if err := w.Commit(index.LayerInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSchemaForTest("0"); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	s, err = badgerstore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Layer(ctx, d); !errors.Is(err, index.ErrNotFound) {
+		t.Fatalf("layer of an old schema still visible: %v", err)
+	}
+}
