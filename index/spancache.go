@@ -36,41 +36,49 @@ type spanData struct {
 
 // readAt copies span bytes at off into p, inflating and verifying as far
 // as p reaches. The copy happens under the lock because an evicted span's
-// buffer is recycled for another span.
+// buffer is recycled for another span. The lock is let go after every
+// chunk, so a reader waits for the chunk it needs, not for a prefetch of
+// the whole span.
 func (s *spanData) readAt(p []byte, off int) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.extend(off + len(p)); err != nil {
-		return 0, err
+	need := off + len(p)
+	for {
+		s.mu.Lock()
+		if len(s.buf) >= need {
+			n := copy(p, s.buf[off:])
+			s.mu.Unlock()
+			return n, nil
+		}
+		err := s.inflateChunk()
+		s.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
 	}
-	return copy(p, s.buf[off:]), nil
 }
 
-// extend grows the verified prefix to at least need bytes.
-func (s *spanData) extend(need int) error {
-	for len(s.buf) < need {
-		if s.err != nil {
-			return s.err
-		}
-		if s.next == nil {
-			return errSpanDropped
-		}
-		start := len(s.buf)
-		end := min(start+VerifyChunkSize, cap(s.buf))
-		chunk := s.buf[start:end]
-		if _, err := io.ReadFull(s.next, chunk); err != nil {
-			s.fail(fmt.Errorf("inflating bytes %d-%d of the span: %w", start, end, err))
-			continue
-		}
-		i := start / VerifyChunkSize
-		if sum := sha256.Sum256(chunk); !bytes.Equal(sum[:], s.digests[i*32:(i+1)*32]) {
-			s.fail(fmt.Errorf("bytes %d-%d of the span: %w", start, end, ErrSpanCorrupt))
-			continue
-		}
-		s.buf = s.buf[:end]
-		if end == cap(s.buf) {
-			s.close()
-		}
+// inflateChunk verifies the next chunk of the span into buf.
+func (s *spanData) inflateChunk() error {
+	if s.err != nil {
+		return s.err
+	}
+	if s.next == nil {
+		return errSpanDropped
+	}
+	start := len(s.buf)
+	end := min(start+VerifyChunkSize, cap(s.buf))
+	chunk := s.buf[start:end]
+	if _, err := io.ReadFull(s.next, chunk); err != nil {
+		s.fail(fmt.Errorf("inflating bytes %d-%d of the span: %w", start, end, err))
+		return s.err
+	}
+	i := start / VerifyChunkSize
+	if sum := sha256.Sum256(chunk); !bytes.Equal(sum[:], s.digests[i*32:(i+1)*32]) {
+		s.fail(fmt.Errorf("bytes %d-%d of the span: %w", start, end, ErrSpanCorrupt))
+		return s.err
+	}
+	s.buf = s.buf[:end]
+	if end == cap(s.buf) {
+		s.close()
 	}
 	return nil
 }

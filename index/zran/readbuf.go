@@ -15,7 +15,10 @@ type stepper interface {
 
 // readBuf implements Read for the Indexer and NewReader's reader.
 type readBuf struct {
-	size    int // of buf, allocated on the first small read
+	size int // of buf, allocated on the first small read
+	// direct is the smallest read inflated straight into the caller's
+	// buffer; directReadMin when zero.
+	direct  int
 	buf     []byte
 	pending []byte // inflated but not yet returned; a suffix of buf
 	err     error  // sticky: io.EOF at the end, or the first failure
@@ -37,7 +40,7 @@ func (b *readBuf) read(p []byte, s stepper) (int, error) {
 			break
 		}
 		var m int
-		if len(p)-n >= directReadMin {
+		if len(p)-n >= b.directMin() {
 			m, b.err = s.step(p[n:])
 			n += m
 			continue
@@ -53,4 +56,11 @@ func (b *readBuf) read(p []byte, s stepper) (int, error) {
 		return n, nil
 	}
 	return 0, b.err
+}
+
+func (b *readBuf) directMin() int {
+	if b.direct > 0 {
+		return b.direct
+	}
+	return directReadMin
 }

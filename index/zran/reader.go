@@ -44,7 +44,9 @@ func NewReader(blob io.ReaderAt, blobSize int64, c Checkpoint) (io.ReadCloser, e
 		return nil, fmt.Errorf("zran: member-start checkpoint at compressed offset %d has bits or a window", c.In)
 	}
 	r := &reader{blob: blob, size: blobSize, pos: c.In, inPos: c.In, first: c.MemberStart,
-		rb: readBuf{size: readerOutputSize}}
+		// Span readers ask for whole verification chunks, never for tar
+		// headers, so buffering would only add a copy.
+		rb: readBuf{size: readerOutputSize, direct: 4 << 10}}
 	if c.MemberStart {
 		z, err := newZstream(readerInputSize, wbitsGzip)
 		if err != nil {
