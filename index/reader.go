@@ -128,7 +128,7 @@ func (r *Reader) ReadAt(ctx context.Context, layer digest.Digest, p []byte, off 
 // prefetchSpans is how many spans ahead of a sequential reader are
 // inflated in the background, so that inflation on another core keeps
 // ahead of a reader that is mostly waiting on FUSE round trips.
-const prefetchSpans = 4
+const prefetchSpans = 8
 
 // sequentialSlack is how far apart two reads may be and still count as
 // one sequential stream: consecutive files of a layer are separated by
