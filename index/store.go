@@ -72,9 +72,6 @@ type Span struct {
 // VerifyChunkSize is the unit in which inflated bytes are verified.
 const VerifyChunkSize = 64 << 10
 
-// ChunkDigest returns the digest of chunk i of the span.
-func (s *Span) ChunkDigest(i int) []byte { return s.Digests[i*32 : (i+1)*32] }
-
 // ErrNotFound is returned for layers that have no completed pass.
 var ErrNotFound = errors.New("not found in index")
 

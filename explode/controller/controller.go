@@ -124,18 +124,6 @@ func (c *Controller) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-// Idle reports whether no image is queued or being processed.
-func (c *Controller) Idle() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, img := range c.images {
-		if img.state == status.Pending || img.state == status.Indexing {
-			return false
-		}
-	}
-	return true
-}
-
 // StreamChanged implements source.Sink.
 func (c *Controller) StreamChanged(st source.Stream) {
 	c.mu.Lock()

@@ -121,17 +121,6 @@ func (r *Registry) UpdateLayer(d digest.Digest, fn func(*Layer)) {
 	}
 }
 
-// Layer returns one layer's status.
-func (r *Registry) Layer(d digest.Digest) (Layer, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	l, ok := r.layers[d]
-	if !ok {
-		return Layer{}, false
-	}
-	return l.snapshot(), true
-}
-
 func (l *layerEntry) snapshot() Layer {
 	out := l.Layer
 	if l.progress != nil {

@@ -46,11 +46,6 @@ func WithLogger(l *slog.Logger) Option {
 	return func(o *badger.Options) { o.Logger = badgerLogger{l} }
 }
 
-// WithCacheSize sets Badger's block cache size in bytes.
-func WithCacheSize(n int64) Option {
-	return func(o *badger.Options) { o.BlockCacheSize = n }
-}
-
 // Open opens or creates the database in dir.
 func Open(dir string, opts ...Option) (*Store, error) {
 	o := badger.DefaultOptions(dir).
@@ -117,9 +112,6 @@ func (s *Store) checkSchema(log badger.Logger) error {
 
 // Close implements index.Store.
 func (s *Store) Close() error { return s.db.Close() }
-
-// Size returns the bytes the database holds on disk, LSM tree and value log.
-func (s *Store) Size() (lsm, vlog int64) { return s.db.Size() }
 
 func markerKey(d digest.Digest) []byte { return append([]byte{'l'}, d...) }
 
