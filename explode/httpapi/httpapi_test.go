@@ -1,0 +1,79 @@
+package httpapi_test
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/explodefs/explodefs/explode/httpapi"
+	"github.com/explodefs/explodefs/explode/status"
+	"github.com/explodefs/explodefs/index"
+)
+
+func get(t *testing.T, srv *httptest.Server, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(srv.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func TestEndpoints(t *testing.T) {
+	reg := status.NewRegistry()
+	layer := digest.FromString("layer")
+	img := digest.FromString("image")
+	progress := reg.StartLayer(layer, 1000)
+	progress.Store(250)
+	reg.UpdateImage(img, func(s *status.Image) {
+		s.State, s.Layers, s.BytesTotal, s.Refs = status.Indexing, []digest.Digest{layer}, 1000, []string{"ns/app:latest"}
+	})
+	var ready atomic.Bool
+	srv := httptest.NewServer(httpapi.Handler(reg, func() index.CacheStats { return index.CacheStats{Hits: 7, Misses: 3} },
+		httpapi.Probes{Ready: func() error {
+			if !ready.Load() {
+				return errors.New("starting")
+			}
+			return nil
+		}}))
+	defer srv.Close()
+
+	if code, _ := get(t, srv, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d", code)
+	}
+	if code, _ := get(t, srv, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before ready = %d, want 503", code)
+	}
+	ready.Store(true)
+	if code, _ := get(t, srv, "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz when ready = %d", code)
+	}
+
+	_, body := get(t, srv, "/status")
+	var rep status.Report
+	if err := json.Unmarshal([]byte(body), &rep); err != nil {
+		t.Fatalf("/status is not a report: %v\n%s", err, body)
+	}
+	if len(rep.Images) != 1 || rep.Images[0].BytesDone != 250 || rep.Images[0].State != status.Indexing {
+		t.Errorf("/status images = %+v; want one indexing image with 250 of 1000 bytes done", rep.Images)
+	}
+
+	_, metrics := get(t, srv, "/metrics")
+	for _, want := range []string{`explodefs_images{state="indexing"} 1`, `explodefs_span_cache_requests_total{result="hit"} 7`, `explodefs_layer_bytes_indexed 250`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if code, _ := get(t, srv, "/debug/pprof/"); code == http.StatusOK {
+		t.Error("pprof is served without being asked for")
+	}
+}
