@@ -154,32 +154,50 @@ func indexBytes(t testing.TB, store index.Store, layer []byte, opts index.PassOp
 	return d, info, err
 }
 
+// indexed is a layer indexed into a memstore, with a reader over it.
+type indexed struct {
+	store    *memstore.Store
+	digest   digest.Digest
+	info     index.LayerInfo
+	reader   *index.Reader
+	blobSize int
+}
+
+// indexLayer compresses raw with c, runs the pass, and opens a reader with
+// a span cache of cacheBytes. A failed pass fails the test.
+func indexLayer(t *testing.T, c compression, raw []byte, spanSize, cacheBytes int64) indexed {
+	t.Helper()
+	store := memstore.New()
+	cacheDir := t.TempDir()
+	blobBytes := compress(t, c, raw)
+	d, info, err := indexBytes(t, store, blobBytes, index.PassOptions{SpanSize: spanSize, CacheDir: cacheDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := index.NewReader(store, cacheDir, cacheBytes)
+	t.Cleanup(func() { reader.Close() })
+	reader.SetSource(d, memBlobs{d: blobBytes})
+	return indexed{store: store, digest: d, info: info, reader: reader, blobSize: len(blobBytes)}
+}
+
 func TestLayerPassAllCompressions(t *testing.T) {
 	files := sampleLayer()
 	raw := buildTar(t, files)
 	for _, c := range []compression{gzipOne, gzipMulti, plain, zstdC} {
 		t.Run(string(c), func(t *testing.T) {
 			ctx := context.Background()
-			store := memstore.New()
-			cacheDir := t.TempDir()
-			blobBytes := compress(t, c, raw)
-			d, info, err := indexBytes(t, store, blobBytes, index.PassOptions{SpanSize: 256 << 10, CacheDir: cacheDir})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if info.UncompressedSize != int64(len(raw)) || info.CompressedSize != int64(len(blobBytes)) || info.Entries != int64(len(files)) {
-				t.Errorf("info = %+v; want %d uncompressed, %d compressed, %d entries", info, len(raw), len(blobBytes), len(files))
+			l := indexLayer(t, c, raw, 256<<10, 1<<20)
+			d, info, reader := l.digest, l.info, l.reader
+			if info.UncompressedSize != int64(len(raw)) || info.CompressedSize != int64(l.blobSize) || info.Entries != int64(len(files)) {
+				t.Errorf("info = %+v; want %d uncompressed, %d compressed, %d entries", info, len(raw), l.blobSize, len(files))
 			}
 			if info.Spans < int64(len(raw)/(256<<10)) {
 				t.Errorf("%d spans for %d bytes at 256 KiB spacing", info.Spans, len(raw))
 			}
 			var got []index.Entry
-			if err := store.Entries(ctx, d, func(e index.Entry) error { got = append(got, e); return nil }); err != nil {
+			if err := l.store.Entries(ctx, d, func(e index.Entry) error { got = append(got, e); return nil }); err != nil {
 				t.Fatal(err)
 			}
-			reader := index.NewReader(store, cacheDir, 1<<20)
-			defer reader.Close()
-			reader.SetSource(d, memBlobs{d: blobBytes})
 			for i, e := range got {
 				f := files[i]
 				wantPath, _ := index.CleanEntryPath(f.hdr.Name)
@@ -223,16 +241,8 @@ func TestReaderRandomAccess(t *testing.T) {
 	for _, c := range []compression{gzipOne, gzipMulti, plain, zstdC} {
 		t.Run(string(c), func(t *testing.T) {
 			ctx := context.Background()
-			store := memstore.New()
-			cacheDir := t.TempDir()
-			blobBytes := compress(t, c, raw)
-			d, _, err := indexBytes(t, store, blobBytes, index.PassOptions{SpanSize: 128 << 10, CacheDir: cacheDir})
-			if err != nil {
-				t.Fatal(err)
-			}
-			reader := index.NewReader(store, cacheDir, 512<<10)
-			defer reader.Close()
-			reader.SetSource(d, memBlobs{d: blobBytes})
+			l := indexLayer(t, c, raw, 128<<10, 512<<10)
+			d, reader := l.digest, l.reader
 			r := rand.New(rand.NewPCG(9, 9))
 			for range 200 {
 				off := r.Int64N(int64(len(raw)))
@@ -275,15 +285,8 @@ func TestReaderRejectsChangedBlob(t *testing.T) {
 func TestReaderConcurrentReaders(t *testing.T) {
 	raw := buildTar(t, []tarFile{{hdr: tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o644}, data: textish(11, 6_000_000)}})
 	ctx := context.Background()
-	store := memstore.New()
-	blobBytes := compress(t, gzipOne, raw)
-	d, _, err := indexBytes(t, store, blobBytes, index.PassOptions{SpanSize: 256 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reader := index.NewReader(store, "", 700<<10)
-	defer reader.Close()
-	reader.SetSource(d, memBlobs{d: blobBytes})
+	l := indexLayer(t, gzipOne, raw, 256<<10, 700<<10)
+	d, reader := l.digest, l.reader
 	errs := make(chan error, 4)
 	for w := range 4 {
 		go func() {
