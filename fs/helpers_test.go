@@ -207,7 +207,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 }
 
 // mountForTest mounts root in a fresh directory and unmounts it when the
-// test ends, lazily if something still holds the mount.
+// test ends.
 func mountForTest(t testing.TB, root *Root, opts Options) (string, *fuse.Server) {
 	t.Helper()
 	requireFUSE(t)
@@ -219,16 +219,60 @@ func mountForTest(t testing.TB, root *Root, opts Options) (string, *fuse.Server)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unmountForTest(t, mnt, server) })
+	unmountAtCleanup(t, mnt, server)
 	return mnt, server
 }
 
-func unmountForTest(t testing.TB, mnt string, server *fuse.Server) {
-	if err := server.Unmount(); err != nil {
-		t.Logf("unmount %s: %v; detaching it", mnt, err)
+// unmountAtCleanup unmounts server's mount at mnt when the test ends. A
+// mount still busy then means the test left a descriptor open on it, which
+// fails the test; the connection is aborted before the mount is detached,
+// because a test binary that exits holding a descriptor on its own mount
+// hangs in the kernel for good: the close at exit waits for a reply from
+// the daemon that is exiting.
+func unmountAtCleanup(t testing.TB, mnt string, server *fuse.Server) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(mnt, &st); err != nil {
+		t.Fatalf("mount at %s: %v", mnt, err)
+	}
+	t.Cleanup(func() {
+		err := server.Unmount()
+		if err == nil {
+			return
+		}
+		var now unix.Stat_t
+		if unix.Stat(mnt, &now) != nil || now.Dev != st.Dev {
+			t.Logf("unmount %s: %v; the mount is no longer there", mnt, err)
+			return
+		}
+		t.Errorf("unmount %s: %v; is a descriptor left open on it? Aborting its connection", mnt, err)
+		abortFUSEConnection(t, st.Dev)
 		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("detach %s: %v", mnt, err)
 		}
+	})
+}
+
+// abortFUSEConnection ends the FUSE connection of the mount whose st_dev is
+// dev, through fusectl, so that requests waiting on it fail instead of
+// waiting for ever.
+func abortFUSEConnection(t testing.TB, dev uint64) {
+	const connections = "/sys/fs/fuse/connections"
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	if !bytes.Contains(mountinfo, []byte(" - fusectl ")) {
+		if err := unix.Mount("fusectl", connections, "fusectl", 0, ""); err != nil {
+			t.Errorf("mounting fusectl to abort a connection: %v", err)
+			return
+		}
+	}
+	// fusectl names a connection by the kernel's dev_t: major<<20 | minor.
+	id := unix.Major(dev)<<20 | unix.Minor(dev)
+	if err := os.WriteFile(fmt.Sprintf("%s/%d/abort", connections, id), []byte("1"), 0); err != nil {
+		t.Errorf("aborting FUSE connection %d: %v", id, err)
 	}
 }
 

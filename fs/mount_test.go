@@ -94,7 +94,7 @@ func TestMountClearsStaleMount(t *testing.T) {
 	if err != nil {
 		t.Fatalf("mounting over the stale mount: %v", err)
 	}
-	t.Cleanup(func() { unmountForTest(t, mnt, server) })
+	unmountAtCleanup(t, mnt, server)
 	if data, err := os.ReadFile(filepath.Join(mnt, "ns", "app", "latest", "etc", "passwd")); err != nil || string(data) != passwdContent {
 		t.Errorf("reading from the new mount: %q, %v", data, err)
 	}
@@ -118,7 +118,7 @@ func TestMountReplacesLiveMount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unmountForTest(t, mnt, server) })
+	unmountAtCleanup(t, mnt, server)
 	if got := readDirNames(t, mnt); !slices.Equal(got, []string{"new"}) {
 		t.Errorf("root lists %q, want the new catalog", got)
 	}
