@@ -11,13 +11,16 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	indextest.Run(t, func(t *testing.T) index.Store {
-		s, err := badgerstore.Open(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	})
+	indextest.Run(t, func(t *testing.T) index.Store { return open(t, t.TempDir()) })
+}
+
+func open(t *testing.T, dir string) *badgerstore.Store {
+	t.Helper()
+	s, err := badgerstore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // A pass cut short by a crash must leave nothing that counts as indexed,
@@ -27,10 +30,7 @@ func TestUnfinishedPassSurvivesReopen(t *testing.T) {
 	dir := t.TempDir()
 	d := indextest.LayerDigest(1)
 
-	s, err := badgerstore.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := open(t, dir)
 	w, err := s.NewLayerWriter(ctx, d)
 	if err != nil {
 		t.Fatal(err)
@@ -45,10 +45,7 @@ func TestUnfinishedPassSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = badgerstore.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = open(t, dir)
 	defer s.Close()
 	if _, err := s.Layer(ctx, d); !errors.Is(err, index.ErrNotFound) {
 		t.Fatalf("unfinished layer visible after reopen: %v", err)
@@ -78,10 +75,7 @@ func TestCommittedLayerSurvivesReopen(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	d := indextest.LayerDigest(2)
-	s, err := badgerstore.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := open(t, dir)
 	w, _ := s.NewLayerWriter(ctx, d)
 	for _, e := range indextest.SampleEntries(100) {
 		_ = w.AddEntry(e)
@@ -90,10 +84,7 @@ func TestCommittedLayerSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = s.Close()
-	s, err = badgerstore.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = open(t, dir)
 	defer s.Close()
 	info, err := s.Layer(ctx, d)
 	if err != nil || info.Entries != 100 || info.Compression != index.Gzip {
@@ -106,10 +97,7 @@ func TestOtherSchemaIsDropped(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	d := indextest.LayerDigest(3)
-	s, err := badgerstore.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := open(t, dir)
 	w, _ := s.NewLayerWriter(ctx, d)
 	if err := w.Commit(index.LayerInfo{}); err != nil {
 		t.Fatal(err)
@@ -118,10 +106,7 @@ func TestOtherSchemaIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = s.Close()
-	s, err = badgerstore.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = open(t, dir)
 	defer s.Close()
 	if _, err := s.Layer(ctx, d); !errors.Is(err, index.ErrNotFound) {
 		t.Fatalf("layer of an old schema still visible: %v", err)
