@@ -142,7 +142,7 @@ func (n *imageNode) Read(ctx context.Context, _ gofs.FileHandle, dest []byte, of
 		return nil, syscall.EIO
 	}
 	layer := layers[in.Layer]
-	got, err := n.img.reader.ReadAt(ctx, layer, buf, in.Offset+off)
+	got, err := index.ReadFile(ctx, n.img.reader, layer, in, buf, off)
 	if got == len(buf) {
 		return fuse.ReadResultData(buf), 0
 	}
@@ -154,7 +154,7 @@ func (n *imageNode) Read(ctx context.Context, _ gofs.FileHandle, dest []byte, of
 		return nil, syscall.EINTR
 	}
 	n.img.log.Error("reading image file", "path", n.Path(nil), "layer", layer,
-		"offset", in.Offset+off, "length", len(buf), "err", err)
+		"offset", off, "length", len(buf), "err", err)
 	return nil, syscall.EIO
 }
 

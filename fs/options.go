@@ -1,19 +1,16 @@
 package fs
 
 import (
-	"context"
 	"log/slog"
 	"time"
 
-	"github.com/opencontainers/go-digest"
+	"github.com/explodefs/explodefs/index"
 )
 
 // ContentReader reads a layer's uncompressed bytes. The index package's
 // lazy reader implements it. Like io.ReaderAt, a short read comes with an
 // error.
-type ContentReader interface {
-	ReadAt(ctx context.Context, layer digest.Digest, p []byte, off int64) (int, error)
-}
+type ContentReader = index.LayerReader
 
 // Default cache timeouts. Image content is immutable, so the kernel may keep
 // it for long; the catalog moves, so its entries expire quickly even when an

@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/explodefs/explodefs/index"
+	"github.com/explodefs/explodefs/index/indextest"
 	"github.com/explodefs/explodefs/index/memstore"
 )
 
@@ -32,7 +33,7 @@ func TestPassRefusesDigestMismatch(t *testing.T) {
 	store := memstore.New()
 	layer := compress(t, gzipOne, buildTar(t, sampleLayer()))
 	wrong := digest.FromString("something else")
-	_, err := index.IndexLayer(context.Background(), store, memBlob{bytes.NewReader(layer)}, wrong, index.PassOptions{})
+	_, err := index.IndexLayer(context.Background(), store, indextest.MemBlob(layer), wrong, index.PassOptions{})
 	wantLayerError(t, err, wrong, "does not match its digest")
 	if !errors.Is(err, index.ErrDigestMismatch) {
 		t.Errorf("error %v is not ErrDigestMismatch", err)

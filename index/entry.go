@@ -2,7 +2,6 @@ package index
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io/fs"
 	"time"
@@ -85,6 +84,9 @@ type Entry struct {
 	Xattrs             []Xattr
 	// Offset is where the entry's data starts in the uncompressed stream.
 	Offset int64
+	// Sparse lists the data fragments of a sparse file, sorted by offset;
+	// nil for every other entry. Size is then the file's logical size.
+	Sparse []Fragment
 }
 
 // entryEncodingVersion lets a later release read old indexes or reject them
@@ -146,7 +148,7 @@ func (e *Entry) UnmarshalBinary(b []byte) error {
 	return d.err
 }
 
-var errCorruptEntry = errors.New("corrupt index entry")
+var errCorruptEntry = fmt.Errorf("undecodable entry: %w", ErrCorrupt)
 
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))

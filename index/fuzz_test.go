@@ -2,7 +2,6 @@ package index_test
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/explodefs/explodefs/index"
+	"github.com/explodefs/explodefs/index/indextest"
 	"github.com/explodefs/explodefs/index/memstore"
 )
 
@@ -38,7 +38,7 @@ func FuzzLayerPass(f *testing.F) {
 		store := memstore.New()
 		cacheDir := t.TempDir()
 		d := digest.FromBytes(blobBytes)
-		info, err := index.IndexLayer(ctx, store, memBlob{bytes.NewReader(blobBytes)}, d, index.PassOptions{SpanSize: 4096, CacheDir: cacheDir})
+		info, err := index.IndexLayer(ctx, store, indextest.MemBlob(blobBytes), d, index.PassOptions{SpanSize: 4096, CacheDir: cacheDir})
 		if err != nil {
 			var le *index.LayerError
 			var ee *index.EntryError
@@ -53,9 +53,8 @@ func FuzzLayerPass(f *testing.F) {
 				t.Fatalf("view error %v names no entry", err)
 			}
 		}
-		reader := index.NewReader(store, cacheDir, 1<<20)
+		reader := index.NewReader(store, indextest.MemBlobs{d: blobBytes}, index.ReaderOptions{CacheDir: cacheDir, CacheBytes: 1 << 20})
 		defer reader.Close()
-		reader.SetSource(d, memBlobs{d: blobBytes})
 		var entries []index.Entry
 		if err := store.Entries(ctx, d, func(e index.Entry) error { entries = append(entries, e); return nil }); err != nil {
 			t.Fatal(err)

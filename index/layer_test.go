@@ -14,26 +14,10 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/explodefs/explodefs/explode/blob"
 	"github.com/explodefs/explodefs/index"
+	"github.com/explodefs/explodefs/index/indextest"
 	"github.com/explodefs/explodefs/index/memstore"
 )
-
-// memBlob is a blob held in memory.
-type memBlob struct{ *bytes.Reader }
-
-func (memBlob) Close() error { return nil }
-
-// memBlobs is a blob.Source over a map, for tests.
-type memBlobs map[digest.Digest][]byte
-
-func (m memBlobs) Open(_ context.Context, d digest.Digest) (blob.Blob, error) {
-	b, ok := m[d]
-	if !ok {
-		return nil, fmt.Errorf("blob %s: not in test source", d)
-	}
-	return memBlob{bytes.NewReader(b)}, nil
-}
 
 // tarFile is one entry of a test layer.
 type tarFile struct {
@@ -150,7 +134,7 @@ func sampleLayer() []tarFile {
 func indexBytes(t testing.TB, store index.Store, layer []byte, opts index.PassOptions) (digest.Digest, index.LayerInfo, error) {
 	t.Helper()
 	d := digest.FromBytes(layer)
-	info, err := index.IndexLayer(context.Background(), store, memBlob{bytes.NewReader(layer)}, d, opts)
+	info, err := index.IndexLayer(context.Background(), store, indextest.MemBlob(layer), d, opts)
 	return d, info, err
 }
 
@@ -174,9 +158,8 @@ func indexLayer(t *testing.T, c compression, raw []byte, spanSize, cacheBytes in
 	if err != nil {
 		t.Fatal(err)
 	}
-	reader := index.NewReader(store, cacheDir, cacheBytes)
+	reader := index.NewReader(store, indextest.MemBlobs{d: blobBytes}, index.ReaderOptions{CacheDir: cacheDir, CacheBytes: cacheBytes})
 	t.Cleanup(func() { reader.Close() })
-	reader.SetSource(d, memBlobs{d: blobBytes})
 	return indexed{store: store, digest: d, info: info, reader: reader, blobSize: len(blobBytes)}
 }
 
@@ -272,8 +255,7 @@ func TestReaderRejectsChangedBlob(t *testing.T) {
 	}
 	changed := bytes.Clone(raw)
 	changed[2000] ^= 0xff
-	reader := index.NewReader(store, "", 1<<20)
-	reader.SetSource(d, memBlobs{d: changed})
+	reader := index.NewReader(store, indextest.MemBlobs{d: changed}, index.ReaderOptions{CacheBytes: 1 << 20})
 	_, err = reader.ReadAt(ctx, d, make([]byte, 10), 1024)
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte(d.String())) {
 		t.Fatalf("read of a changed blob: err %v; want ErrSpanCorrupt naming the layer", err)

@@ -17,7 +17,6 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/explodefs/explodefs/explode/blob"
 	"github.com/explodefs/explodefs/index/zran"
 )
 
@@ -47,7 +46,7 @@ var (
 // the blob's digest, records every tar entry, and records the spans that
 // the lazy reader restarts from. The layer is committed to store only when
 // all of that succeeded; on error nothing of it is visible.
-func IndexLayer(ctx context.Context, store Store, b blob.Blob, layer digest.Digest, opts PassOptions) (LayerInfo, error) {
+func IndexLayer(ctx context.Context, store Store, b Blob, layer digest.Digest, opts PassOptions) (LayerInfo, error) {
 	if err := layer.Validate(); err != nil {
 		return LayerInfo{}, &LayerError{Layer: layer, Err: err}
 	}
@@ -74,7 +73,7 @@ func IndexLayer(ctx context.Context, store Store, b blob.Blob, layer digest.Dige
 type pass struct {
 	ctx       context.Context
 	layer     digest.Digest
-	blob      blob.Blob
+	blob      Blob
 	opts      PassOptions
 	writer    LayerWriter
 	cachePath string

@@ -2,7 +2,6 @@ package index_test
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/explodefs/explodefs/index"
+	"github.com/explodefs/explodefs/index/indextest"
 	"github.com/explodefs/explodefs/index/memstore"
 )
 
@@ -35,7 +35,7 @@ func BenchmarkLayerPass(b *testing.B) {
 			b.SetBytes(int64(len(raw)))
 			b.ResetTimer()
 			for range b.N {
-				if _, err := index.IndexLayer(context.Background(), memstore.New(), memBlob{bytes.NewReader(blobBytes)}, d, index.PassOptions{CacheDir: cacheDir}); err != nil {
+				if _, err := index.IndexLayer(context.Background(), memstore.New(), indextest.MemBlob(blobBytes), d, index.PassOptions{CacheDir: cacheDir}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -12,11 +12,12 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/klauspost/compress/flate"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/explodefs/explodefs/explode/blob"
 	"github.com/explodefs/explodefs/index/zran"
 )
 
@@ -32,14 +33,40 @@ var ErrSpanCorrupt = errors.New("inflated span does not match its recorded sha25
 // the span in a bounded LRU so that sequential reads inflate it once.
 type Reader struct {
 	store    Store
+	blobs    BlobOpener
 	cacheDir string
 	cache    *spanCache
+	opts     ReaderOptions
 	// prefetching bounds background span inflation.
 	prefetching chan struct{}
 
-	mu      sync.Mutex
-	sources map[digest.Digest]blob.Source
-	layers  map[digest.Digest]*openLayer
+	mu     sync.Mutex
+	layers map[digest.Digest]*layerSlot
+}
+
+// ReaderOptions tunes a Reader.
+type ReaderOptions struct {
+	// CacheDir is where zstd layers' decompressed copies live.
+	CacheDir string
+	// CacheBytes bounds the span cache; DefaultCacheSize when zero.
+	CacheBytes int64
+	// OpenTimeout bounds opening one layer's blob; DefaultOpenTimeout
+	// when zero. Readers of other layers never wait for it.
+	OpenTimeout time.Duration
+	// OnCorrupt, when set, hears of a layer whose index or blob turned
+	// out damaged while it was read, so that it can be indexed afresh.
+	OnCorrupt func(layer digest.Digest, err error)
+}
+
+// DefaultOpenTimeout bounds a blob open when ReaderOptions leaves it zero.
+const DefaultOpenTimeout = 30 * time.Second
+
+// layerSlot is one layer's open state: being opened (done open), opened
+// (l set) or failed (err set; the next read tries again).
+type layerSlot struct {
+	done chan struct{}
+	l    *openLayer
+	err  error
 }
 
 // openLayer is what the reader keeps per layer after its first read.
@@ -53,27 +80,23 @@ type openLayer struct {
 	lastEnd atomic.Int64
 }
 
-// NewReader returns a Reader over store. cacheBytes bounds the span cache;
-// cacheDir is where zstd layers' decompressed copies live.
-func NewReader(store Store, cacheDir string, cacheBytes int64) *Reader {
-	if cacheBytes <= 0 {
-		cacheBytes = DefaultCacheSize
+// NewReader returns a Reader over store that opens blobs through blobs.
+func NewReader(store Store, blobs BlobOpener, opts ReaderOptions) *Reader {
+	if opts.CacheBytes <= 0 {
+		opts.CacheBytes = DefaultCacheSize
+	}
+	if opts.OpenTimeout <= 0 {
+		opts.OpenTimeout = DefaultOpenTimeout
 	}
 	return &Reader{
 		store:       store,
-		cacheDir:    cacheDir,
-		cache:       newSpanCache(cacheBytes),
+		blobs:       blobs,
+		cacheDir:    opts.CacheDir,
+		cache:       newSpanCache(opts.CacheBytes),
+		opts:        opts,
 		prefetching: make(chan struct{}, runtime.NumCPU()),
-		sources:     map[digest.Digest]blob.Source{},
-		layers:      map[digest.Digest]*openLayer{},
+		layers:      map[digest.Digest]*layerSlot{},
 	}
-}
-
-// SetSource says where layer's blob can be opened. The latest call wins.
-func (r *Reader) SetSource(layer digest.Digest, src blob.Source) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.sources[layer] = src
 }
 
 // CacheStats reports the span cache's hits, misses and size.
@@ -83,13 +106,65 @@ func (r *Reader) CacheStats() CacheStats { return r.cache.stats() }
 func (r *Reader) Close() error {
 	r.cache.clear()
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	slots := r.layers
+	r.layers = map[digest.Digest]*layerSlot{}
+	r.mu.Unlock()
 	var errs []error
-	for d, l := range r.layers {
-		errs = append(errs, l.close())
-		delete(r.layers, d)
+	for _, slot := range slots {
+		errs = append(errs, slot.release())
 	}
 	return errors.Join(errs...)
+}
+
+// Release closes layer's blob and drops its cached spans. A later read
+// opens it again; call Release when no shown image uses the layer, so a
+// deleted blob does not keep its disk space.
+func (r *Reader) Release(layer digest.Digest) error {
+	r.mu.Lock()
+	slot := r.layers[layer]
+	delete(r.layers, layer)
+	r.mu.Unlock()
+	r.cache.dropLayer(layer)
+	if slot == nil {
+		return nil
+	}
+	return slot.release()
+}
+
+// OpenLayers lists the layers whose blobs are open now.
+func (r *Reader) OpenLayers() []digest.Digest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []digest.Digest
+	for d, slot := range r.layers {
+		select {
+		case <-slot.done:
+			if slot.l != nil {
+				out = append(out, d)
+			}
+		default:
+		}
+	}
+	return out
+}
+
+// release closes the slot's blob once its open is over, whenever that is.
+func (s *layerSlot) release() error {
+	select {
+	case <-s.done:
+		if s.l != nil {
+			return s.l.close()
+		}
+		return nil
+	default:
+		go func() {
+			<-s.done
+			if s.l != nil {
+				_ = s.l.close()
+			}
+		}()
+		return nil
+	}
 }
 
 // ReadAt reads len(p) bytes of layer's uncompressed stream at off. It
@@ -154,6 +229,7 @@ func (r *Reader) readSpan(ctx context.Context, layer digest.Digest, l *openLayer
 	for {
 		sd, err := r.cache.get(spanKey{layer, i}, func() (*spanData, error) { return r.openSpan(ctx, layer, l, i) })
 		if err != nil {
+			r.noteCorrupt(layer, err)
 			return 0, err
 		}
 		n, err := sd.readAt(p, off)
@@ -161,7 +237,13 @@ func (r *Reader) readSpan(ctx context.Context, layer digest.Digest, l *openLayer
 			continue // evicted while we waited; open it again
 		}
 		if err != nil {
-			return n, &LayerError{Layer: layer, Err: fmt.Errorf("span %d at offset %d: %w", i, l.spans[i].Out, err)}
+			// A failed span is not kept: the next read starts over,
+			// with the blob opened afresh (maybe from another source).
+			r.cache.remove(spanKey{layer, i}, sd)
+			r.dropOpen(layer, l)
+			err = &LayerError{Layer: layer, Err: fmt.Errorf("span %d at offset %d: %w", i, l.spans[i].Out, err)}
+			r.noteCorrupt(layer, err)
+			return n, err
 		}
 		return n, nil
 	}
@@ -188,12 +270,69 @@ func (r *Reader) prefetch(layer digest.Digest, l *openLayer, i int) {
 	}()
 }
 
+// open returns the open layer, opening it once however many readers ask
+// at the same time. Opens of different layers never wait for each other,
+// and none waits longer than OpenTimeout for a blob that does not answer.
 func (r *Reader) open(ctx context.Context, layer digest.Digest) (*openLayer, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if l, ok := r.layers[layer]; ok {
-		return l, nil
+	slot, ok := r.layers[layer]
+	if ok {
+		select {
+		case <-slot.done:
+			if slot.err != nil {
+				ok = false // failed earlier: try again
+			}
+		default:
+		}
 	}
+	if !ok {
+		slot = &layerSlot{done: make(chan struct{})}
+		r.layers[layer] = slot
+		go r.fill(layer, slot)
+	}
+	r.mu.Unlock()
+	select {
+	case <-slot.done:
+		return slot.l, slot.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// fill opens a layer for slot. It runs on its own goroutine with its own
+// deadline, so a reader that gives up does not fail the others waiting.
+func (r *Reader) fill(layer digest.Digest, slot *layerSlot) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.opts.OpenTimeout)
+	defer cancel()
+	type result struct {
+		l   *openLayer
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		l, err := r.openLayer(ctx, layer)
+		res <- result{l, err}
+	}()
+	select {
+	case got := <-res:
+		slot.l, slot.err = got.l, got.err
+	case <-ctx.Done():
+		slot.err = &LayerError{Layer: layer, Err: fmt.Errorf("opening the blob took longer than %s", r.opts.OpenTimeout)}
+		go func() {
+			// An open that ignores its context answers some time;
+			// close what it opened then.
+			if got := <-res; got.l != nil {
+				_ = got.l.close()
+			}
+		}()
+	}
+	if slot.err != nil {
+		r.noteCorrupt(layer, slot.err)
+	}
+	close(slot.done)
+}
+
+func (r *Reader) openLayer(ctx context.Context, layer digest.Digest) (*openLayer, error) {
 	info, err := r.store.Layer(ctx, layer)
 	if err != nil {
 		return nil, err
@@ -204,24 +343,68 @@ func (r *Reader) open(ctx context.Context, layer digest.Digest) (*openLayer, err
 	}
 	l := &openLayer{info: info, spans: spans}
 	if info.Compression == ZstdCache {
-		f, err := os.Open(CachePath(r.cacheDir, layer))
+		f, err := openRegular(CachePath(r.cacheDir, layer))
 		if err != nil {
 			return nil, &LayerError{Layer: layer, Err: fmt.Errorf("opening decompressed cache: %w", err)}
 		}
 		l.data, l.size, l.close = f, info.UncompressedSize, f.Close
-	} else {
-		src, ok := r.sources[layer]
-		if !ok {
-			return nil, &LayerError{Layer: layer, Err: errors.New("no blob source known for this layer")}
-		}
-		b, err := src.Open(ctx, layer)
-		if err != nil {
-			return nil, &LayerError{Layer: layer, Err: fmt.Errorf("opening blob: %w", err)}
-		}
-		l.data, l.size, l.close = b, b.Size(), b.Close
+		return l, nil
 	}
-	r.layers[layer] = l
+	if r.blobs == nil {
+		return nil, &LayerError{Layer: layer, Err: errors.New("no blob source")}
+	}
+	b, err := r.blobs.OpenLayer(ctx, layer)
+	if err != nil {
+		return nil, &LayerError{Layer: layer, Err: fmt.Errorf("opening blob: %w", err)}
+	}
+	if b.Size() != info.CompressedSize {
+		b.Close()
+		return nil, &LayerError{Layer: layer, Err: fmt.Errorf("blob is %d bytes, the index recorded %d", b.Size(), info.CompressedSize)}
+	}
+	l.data, l.size, l.close = b, b.Size(), b.Close
 	return l, nil
+}
+
+// dropOpen forgets l as layer's open blob after a read from it failed, so
+// the next read opens the layer again, maybe from another source.
+func (r *Reader) dropOpen(layer digest.Digest, l *openLayer) {
+	r.mu.Lock()
+	slot, ok := r.layers[layer]
+	if ok && slot.l == l {
+		delete(r.layers, layer)
+	} else {
+		ok = false
+	}
+	r.mu.Unlock()
+	if ok {
+		_ = slot.release()
+	}
+}
+
+// noteCorrupt passes damage of the index or of the blob to OnCorrupt.
+func (r *Reader) noteCorrupt(layer digest.Digest, err error) {
+	if r.opts.OnCorrupt != nil && (errors.Is(err, ErrCorrupt) || errors.Is(err, ErrSpanCorrupt)) {
+		r.opts.OnCorrupt(layer, err)
+	}
+}
+
+// openRegular opens a file for reading and refuses anything but a regular
+// file; O_NONBLOCK keeps the open of a FIFO from waiting for a writer.
+func openRegular(name string) (*os.File, error) {
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file (%s)", name, fi.Mode().Type())
+	}
+	return f, nil
 }
 
 // openSpan starts inflating span i: at its checkpoint for gzip, at its
@@ -231,7 +414,7 @@ func (r *Reader) openSpan(ctx context.Context, layer digest.Digest, l *openLayer
 	start, end := l.spanRange(i)
 	length := int(end - start)
 	if chunks := (length + VerifyChunkSize - 1) / VerifyChunkSize; len(sp.Digests) != chunks*sha256.Size {
-		return nil, &LayerError{Layer: layer, Err: fmt.Errorf("span %d: %d digest bytes for %d bytes of data: index damaged", i, len(sp.Digests), length)}
+		return nil, &LayerError{Layer: layer, Err: fmt.Errorf("span %d: %d digest bytes for %d bytes of data: %w", i, len(sp.Digests), length, ErrCorrupt)}
 	}
 	var next io.ReadCloser
 	if l.info.Compression == Gzip {

@@ -204,6 +204,39 @@ func (c *spanCache) release(spans []*spanData) {
 	}
 }
 
+// remove drops key from the cache if it still holds data.
+func (c *spanCache) remove(key spanKey, data *spanData) {
+	c.mu.Lock()
+	el, ok := c.byKey[key]
+	if !ok || el.Value.(*cachedSpan).data != data {
+		c.mu.Unlock()
+		return
+	}
+	c.order.Remove(el)
+	delete(c.byKey, key)
+	c.used -= data.size
+	c.mu.Unlock()
+	c.release([]*spanData{data})
+}
+
+// dropLayer drops every cached span of layer.
+func (c *spanCache) dropLayer(layer digest.Digest) {
+	c.mu.Lock()
+	var gone []*spanData
+	for el := c.order.Front(); el != nil; {
+		next := el.Next()
+		if s := el.Value.(*cachedSpan); s.key.layer == layer {
+			c.order.Remove(el)
+			delete(c.byKey, s.key)
+			c.used -= s.data.size
+			gone = append(gone, s.data)
+		}
+		el = next
+	}
+	c.mu.Unlock()
+	c.release(gone)
+}
+
 func (c *spanCache) clear() {
 	c.mu.Lock()
 	var all []*spanData

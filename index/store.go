@@ -75,6 +75,10 @@ const VerifyChunkSize = 64 << 10
 // ErrNotFound is returned for layers that have no completed pass.
 var ErrNotFound = errors.New("not found in index")
 
+// ErrCorrupt reports index records that contradict each other or cannot
+// be decoded. The layer must be indexed again; stores wrap it.
+var ErrCorrupt = errors.New("index records are damaged")
+
 // Store holds the results of layer passes. A layer becomes visible to the
 // read methods only when its LayerWriter commits, so a crash in the middle
 // of a pass never leaves a layer that looks complete.

@@ -33,6 +33,8 @@ type Inode struct {
 	// Layer indexes View.Layers for a regular file's data; -1 otherwise.
 	Layer  int
 	Offset int64
+	// Sparse lists a sparse file's data fragments (see Entry.Sparse).
+	Sparse []Fragment
 }
 
 // Dirent is one name in a directory.
@@ -312,7 +314,7 @@ func inodeFromEntry(e Entry, li int) Inode {
 	}
 	switch e.Type {
 	case TypeRegular:
-		in.Size, in.Layer, in.Offset = e.Size, li, e.Offset
+		in.Size, in.Layer, in.Offset, in.Sparse = e.Size, li, e.Offset, e.Sparse
 	case TypeSymlink:
 		in.Size = int64(len(e.Linkname))
 	}

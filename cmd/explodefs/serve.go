@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
 	"github.com/explodefs/explodefs/explode/controller"
@@ -151,7 +152,12 @@ func serve(parent context.Context, c serveConfig) error {
 	}
 	defer store.Close()
 	cacheDir := filepath.Join(c.stateDir, "cache")
-	reader := index.NewReader(store, cacheDir, c.spanCacheMiB<<20)
+	// The controller knows which sources hold each layer; the reader
+	// asks it when it opens one.
+	var ctrl *controller.Controller
+	reader := index.NewReader(store, index.BlobOpenerFunc(func(ctx context.Context, d digest.Digest) (index.Blob, error) {
+		return ctrl.OpenLayer(ctx, d)
+	}), index.ReaderOptions{CacheDir: cacheDir, CacheBytes: c.spanCacheMiB << 20})
 	defer reader.Close()
 
 	fsOpts := explodefs.Options{
@@ -178,7 +184,7 @@ func serve(parent context.Context, c serveConfig) error {
 	log.Info("mounted", "mountpoint", c.mountpoint, "source", c.source, "state", c.stateDir)
 
 	reg := status.NewRegistry()
-	ctrl := controller.New(store, reader, root, reg, controller.Options{
+	ctrl = controller.New(store, reader, root, reg, controller.Options{
 		Platform:     platform,
 		ImageWorkers: c.imageWorkers,
 		LayerPasses:  c.layerPasses,

@@ -67,6 +67,8 @@ type Controller struct {
 	queue   []digest.Digest
 	wake    chan struct{}
 	flights map[digest.Digest]*layerFlight
+	// layerSources lists the sources each layer was seen in.
+	layerSources map[digest.Digest][]blob.Source
 }
 
 type streamState struct {
@@ -107,11 +109,12 @@ func New(store index.Store, reader *index.Reader, pub Publisher, reg *status.Reg
 	}
 	return &Controller{
 		opts: opts, store: store, reader: reader, pub: pub, status: reg, log: opts.Logger,
-		passes:  make(chan struct{}, opts.LayerPasses),
-		streams: map[string]*streamState{},
-		images:  map[digest.Digest]*imageState{},
-		wake:    make(chan struct{}, 1),
-		flights: map[digest.Digest]*layerFlight{},
+		passes:       make(chan struct{}, opts.LayerPasses),
+		streams:      map[string]*streamState{},
+		images:       map[digest.Digest]*imageState{},
+		wake:         make(chan struct{}, 1),
+		flights:      map[digest.Digest]*layerFlight{},
+		layerSources: map[digest.Digest][]blob.Source{},
 	}
 }
 
@@ -340,4 +343,30 @@ func retryable(err error) bool {
 
 func fmtImage(d digest.Digest, err error) error {
 	return fmt.Errorf("image %s: %w", d, err)
+}
+
+func (c *Controller) noteLayerSource(layer digest.Digest, src blob.Source) {
+	if !slices.Contains(c.layerSources[layer], src) {
+		c.layerSources[layer] = append(c.layerSources[layer], src)
+	}
+}
+
+// OpenLayer implements index.BlobOpener: it tries every source the layer
+// was seen in, newest first.
+func (c *Controller) OpenLayer(ctx context.Context, layer digest.Digest) (index.Blob, error) {
+	c.mu.Lock()
+	srcs := slices.Clone(c.layerSources[layer])
+	c.mu.Unlock()
+	if len(srcs) == 0 {
+		return nil, fmt.Errorf("layer %s: no source holds it: %w", layer, fs.ErrNotExist)
+	}
+	var errs []error
+	for _, src := range slices.Backward(srcs) {
+		b, err := src.Open(ctx, layer)
+		if err == nil {
+			return b, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
 }

@@ -88,8 +88,11 @@ func start(t *testing.T) *harness {
 		store: &countingStore{Store: memstore.New(), passes: map[digest.Digest]int{}},
 		reg:   status.NewRegistry(),
 	}
-	reader := index.NewReader(h.store, t.TempDir(), 1<<20)
-	ctrl := controller.New(h.store, reader, h.pub, h.reg, controller.Options{
+	var ctrl *controller.Controller
+	reader := index.NewReader(h.store, index.BlobOpenerFunc(func(ctx context.Context, d digest.Digest) (index.Blob, error) {
+		return ctrl.OpenLayer(ctx, d)
+	}), index.ReaderOptions{CacheDir: t.TempDir(), CacheBytes: 1 << 20})
+	ctrl = controller.New(h.store, reader, h.pub, h.reg, controller.Options{
 		Platform: v1.Platform{OS: "linux", Architecture: "amd64"},
 		CacheDir: t.TempDir(),
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),

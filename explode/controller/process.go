@@ -56,8 +56,8 @@ func (c *Controller) process(ctx context.Context, d digest.Digest, blobs blob.So
 // ensureLayer makes sure the layer is indexed, running its pass unless it
 // is indexed already or another image's worker is running it right now.
 func (c *Controller) ensureLayer(ctx context.Context, l manifest.Layer, blobs blob.Source) error {
-	c.reader.SetSource(l.Digest, blobs)
 	c.mu.Lock()
+	c.noteLayerSource(l.Digest, blobs)
 	if f, ok := c.flights[l.Digest]; ok {
 		c.mu.Unlock()
 		<-f.done
