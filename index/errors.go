@@ -1,7 +1,9 @@
 package index
 
 import (
+	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -32,3 +34,31 @@ func (e *LayerError) Error() string {
 }
 
 func (e *LayerError) Unwrap() error { return e.Err }
+
+// ErrStateDiskFull reports that the state directory ran out of space while
+// a pass wrote the index or a decompressed cache. It says nothing about
+// the layer: the pass can run again once there is room.
+var ErrStateDiskFull = errors.New("the state directory's disk is full")
+
+// StoreError is a failure to record a pass's results in the state
+// directory (the index or a decompressed cache), as opposed to a fault of
+// the layer's content. Such failures are worth retrying.
+type StoreError struct {
+	Layer digest.Digest
+	Err   error
+}
+
+func (e *StoreError) Error() string {
+	if errors.Is(e.Err, syscall.ENOSPC) {
+		return fmt.Sprintf("layer %s: %v: %v", e.Layer, ErrStateDiskFull, e.Err)
+	}
+	return fmt.Sprintf("layer %s: recording the index: %v", e.Layer, e.Err)
+}
+
+// Unwrap lets errors.Is find both the cause and ErrStateDiskFull.
+func (e *StoreError) Unwrap() []error {
+	if errors.Is(e.Err, syscall.ENOSPC) {
+		return []error{e.Err, ErrStateDiskFull}
+	}
+	return []error{e.Err}
+}

@@ -58,7 +58,7 @@ func IndexLayer(ctx context.Context, store Store, b Blob, layer digest.Digest, o
 	}
 	w, err := store.NewLayerWriter(ctx, layer)
 	if err != nil {
-		return LayerInfo{}, &LayerError{Layer: layer, Err: err}
+		return LayerInfo{}, &StoreError{Layer: layer, Err: err}
 	}
 	p := &pass{ctx: ctx, layer: layer, blob: b, opts: opts, writer: w}
 	info, err := p.run()
@@ -80,6 +80,10 @@ type pass struct {
 }
 
 func (p *pass) fail(err error) error { return &LayerError{Layer: p.layer, Err: err} }
+
+// storeFail wraps a failure to write the index or the cache: the state
+// directory's fault, not the layer's.
+func (p *pass) storeFail(err error) error { return &StoreError{Layer: p.layer, Err: err} }
 
 func (p *pass) run() (LayerInfo, error) {
 	size := p.blob.Size()
@@ -119,7 +123,7 @@ func (p *pass) run() (LayerInfo, error) {
 		defer dec.Close()
 		cache, err := p.createCache()
 		if err != nil {
-			return LayerInfo{}, p.fail(err)
+			return LayerInfo{}, p.storeFail(err)
 		}
 		defer cache.Close()
 		stream = io.TeeReader(dec, cache)
@@ -149,12 +153,12 @@ func (p *pass) run() (LayerInfo, error) {
 		return LayerInfo{}, p.fail(err)
 	}
 	if err := p.finishCache(); err != nil {
-		return LayerInfo{}, p.fail(err)
+		return LayerInfo{}, p.storeFail(err)
 	}
 	info.UncompressedSize = uncompressed.n
 	info.Entries, info.Spans, info.WhiteoutFree = entries, spans.count, whiteouts == 0
 	if err := p.writer.Commit(info); err != nil {
-		return LayerInfo{}, p.fail(err)
+		return LayerInfo{}, p.storeFail(err)
 	}
 	return info, nil
 }
@@ -185,7 +189,7 @@ func (p *pass) readTar(r *countingReader) (count, whiteouts int64, err error) {
 			continue
 		}
 		if err := p.writer.AddEntry(e); err != nil {
-			return 0, 0, &EntryError{Layer: p.layer, Path: h.Name, Err: err}
+			return 0, 0, p.storeFail(fmt.Errorf("recording entry %q: %w", h.Name, err))
 		}
 		count++
 		if strings.HasPrefix(path.Base(e.Path), whiteoutPrefix) {

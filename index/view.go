@@ -145,7 +145,6 @@ var (
 	errHardlinkMissing  = errors.New("hard link target does not exist")
 	errHardlinkToDir    = errors.New("hard link target is a directory")
 	errRootNotDir       = errors.New("the root entry is not a directory")
-	errWhiteoutWithData = errors.New("whiteout entry is not a plain file")
 )
 
 func (b *viewBuilder) applyLayer(ctx context.Context, store Store, li int, layer digest.Digest) error {
