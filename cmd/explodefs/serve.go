@@ -157,7 +157,11 @@ func serve(parent context.Context, c serveConfig) error {
 	var ctrl *controller.Controller
 	reader := index.NewReader(store, index.BlobOpenerFunc(func(ctx context.Context, d digest.Digest) (index.Blob, error) {
 		return ctrl.OpenLayer(ctx, d)
-	}), index.ReaderOptions{CacheDir: cacheDir, CacheBytes: c.spanCacheMiB << 20})
+	}), index.ReaderOptions{
+		CacheDir:   cacheDir,
+		CacheBytes: c.spanCacheMiB << 20,
+		OnCorrupt:  func(layer digest.Digest, err error) { ctrl.LayerDamaged(layer, err) },
+	})
 	defer reader.Close()
 
 	fsOpts := explodefs.Options{
@@ -205,6 +209,9 @@ func serve(parent context.Context, c serveConfig) error {
 		srv := &http.Server{Handler: httpapi.Handler(reg, reader.CacheStats, httpapi.Probes{Ready: func() error {
 			if !ready.Load() {
 				return errors.New("starting")
+			}
+			if !ctrl.Ready() {
+				return errors.New("the first scan of the source has not finished")
 			}
 			return nil
 		}, Profiling: c.pprof}), ReadHeaderTimeout: 10 * time.Second}

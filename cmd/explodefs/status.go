@@ -79,9 +79,20 @@ func printReport(w io.Writer, rep status.Report) {
 	}
 	tw.Flush()
 	for _, img := range rep.Images {
-		if img.Reason != "" {
-			fmt.Fprintf(w, "\n%s failed: %s\n", img.Digest, img.Reason)
+		if img.Reason == "" {
+			continue
 		}
+		fmt.Fprintf(w, "\n%s failed (attempt %d): %s\n", img.Digest, img.Attempts, img.Reason)
+		switch {
+		case !img.NextRetry.IsZero():
+			fmt.Fprintf(w, "  next retry at %s\n", img.NextRetry.Format(time.RFC3339))
+		case img.Permanent:
+			fmt.Fprintln(w, "  tried again when its blobs or sources change")
+		}
+	}
+	for _, st := range rep.Streams {
+		fmt.Fprintf(w, "\nstream %s cannot be read since %s (showing its last good state): %s\n",
+			st.Name, st.Since.Format(time.RFC3339), st.Reason)
 	}
 }
 

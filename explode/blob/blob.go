@@ -5,12 +5,13 @@ package blob
 
 import (
 	"context"
+	"errors"
 	"io"
 
 	"github.com/opencontainers/go-digest"
 )
 
-// Blob is a blob opened for random access.
+// Blob is a blob opened for random access. It satisfies index.Blob.
 type Blob interface {
 	io.ReaderAt
 	io.Closer
@@ -18,8 +19,33 @@ type Blob interface {
 	Size() int64
 }
 
+// Versioned is implemented by blobs that can tell whether their bytes may
+// have changed since an earlier open: two opens with the same Version saw
+// the same bytes. A layer whose copy in a source failed on its content is
+// tried again only once that copy's version changes.
+type Versioned interface {
+	Version() string
+}
+
+// VersionOf returns b's version, or "" when b cannot tell.
+func VersionOf(b Blob) string {
+	if v, ok := b.(Versioned); ok {
+		return v.Version()
+	}
+	return ""
+}
+
 // Source opens blobs by digest. Open fails with an error wrapping
-// fs.ErrNotExist when the source has no such blob.
+// fs.ErrNotExist when the source has no such blob, and with ErrNotRegular
+// when what it has cannot be read as a blob (a FIFO, a directory).
 type Source interface {
 	Open(ctx context.Context, d digest.Digest) (Blob, error)
+	// String names the source in messages. Two sources with the same
+	// name hold the same blobs.
+	String() string
 }
+
+// ErrNotRegular reports a blob path that is not a regular file. Such a
+// blob is refused rather than read, because reading a FIFO or a device
+// could block a worker forever.
+var ErrNotRegular = errors.New("not a regular file")

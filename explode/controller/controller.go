@@ -3,13 +3,15 @@
 // each layer not indexed yet (in parallel, once per layer however many
 // images share it), merges the layers into a view and publishes the view
 // with its tags. An image is published only once all of that succeeded.
+//
+// The controller also knows which streams, and so which blob sources, hold
+// each layer. It opens layers for the lazy reader (OpenLayer), falling back
+// from one source to the next, and it tells the reader to let go of blobs
+// that no shown image uses any more.
 package controller
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"runtime"
@@ -20,7 +22,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/explodefs/explodefs/explode/blob"
 	"github.com/explodefs/explodefs/explode/source"
 	"github.com/explodefs/explodefs/explode/status"
 	"github.com/explodefs/explodefs/index"
@@ -30,6 +31,12 @@ import (
 type Publisher interface {
 	SetStream(namespace, stream string, tags map[string]digest.Digest, images map[digest.Digest]*index.View)
 	RemoveStream(namespace, stream string)
+}
+
+// LayerReleaser lets go of a layer's open blob and cached bytes; the lazy
+// reader implements it. A later read opens the layer again.
+type LayerReleaser interface {
+	Release(layer digest.Digest) error
 }
 
 // Options tunes a Controller.
@@ -44,31 +51,47 @@ type Options struct {
 	LayerPasses int
 	SpanSize    int64
 	CacheDir    string
+	// MaxLayerSize bounds a layer's uncompressed size (index.PassOptions).
+	MaxLayerSize int64
 	// RetryBackoff is the first wait before retrying an image whose
-	// failure may be temporary (a blob not written yet); it doubles up to
-	// 32 times its value.
+	// failure may pass (a blob not written yet, an I/O error, a full
+	// disk); it doubles with every failed attempt up to RetryMax.
 	RetryBackoff time.Duration
-	Logger       *slog.Logger
+	// RetryMax caps the wait between attempts. Images that failed on
+	// their content are looked at again this often, and are passed again
+	// only when a blob or a source changed.
+	RetryMax time.Duration
+	Logger   *slog.Logger
 }
 
 // Controller is a source.Sink that indexes and publishes images.
 type Controller struct {
 	opts   Options
 	store  index.Store
-	reader *index.Reader
+	reader LayerReleaser
 	pub    Publisher
 	status *status.Registry
 	log    *slog.Logger
 	passes chan struct{}
+	// ctx is Run's context; retries and repairs scheduled from callbacks
+	// stop with it.
+	ctx context.Context
 
+	// mu guards everything below: the state machine of every image, the
+	// publishing rule and the status updates that go with them, so that
+	// what is published always matches the recorded state.
 	mu      sync.Mutex
 	streams map[string]*streamState
 	images  map[digest.Digest]*imageState
-	queue   []digest.Digest
-	wake    chan struct{}
-	flights map[digest.Digest]*layerFlight
-	// layerSources lists the sources each layer was seen in.
-	layerSources map[digest.Digest][]blob.Source
+	// badCopies records, per layer, the sources whose copy failed on its
+	// content, with the blob version that failed.
+	badCopies map[digest.Digest]map[string]badCopy
+	// repairing holds layers whose index is being rebuilt after damage.
+	repairing map[digest.Digest]bool
+	queue     []digest.Digest
+	wake      chan struct{}
+	flights   map[digest.Digest]*layerFlight
+	synced    bool
 }
 
 type streamState struct {
@@ -79,11 +102,15 @@ type streamState struct {
 }
 
 type imageState struct {
-	state    status.State
-	view     *index.View
-	blobs    blob.Source
+	state status.State
+	view  *index.View
+	// layers is known once the manifest was resolved; the sources of a
+	// layer are those of the images that hold it.
+	layers   []digest.Digest
 	queued   bool
+	running  bool
 	attempts int
+	retry    *time.Timer
 }
 
 type layerFlight struct {
@@ -94,7 +121,7 @@ type layerFlight struct {
 var _ source.Sink = (*Controller)(nil)
 
 // New returns a Controller. Call Run to start its workers.
-func New(store index.Store, reader *index.Reader, pub Publisher, reg *status.Registry, opts Options) *Controller {
+func New(store index.Store, reader LayerReleaser, pub Publisher, reg *status.Registry, opts Options) *Controller {
 	if opts.ImageWorkers <= 0 {
 		opts.ImageWorkers = 2
 	}
@@ -104,60 +131,113 @@ func New(store index.Store, reader *index.Reader, pub Publisher, reg *status.Reg
 	if opts.RetryBackoff <= 0 {
 		opts.RetryBackoff = 10 * time.Second
 	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = 5 * time.Minute
+	}
+	if opts.RetryMax < opts.RetryBackoff {
+		opts.RetryMax = opts.RetryBackoff
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	return &Controller{
 		opts: opts, store: store, reader: reader, pub: pub, status: reg, log: opts.Logger,
-		passes:       make(chan struct{}, opts.LayerPasses),
-		streams:      map[string]*streamState{},
-		images:       map[digest.Digest]*imageState{},
-		wake:         make(chan struct{}, 1),
-		flights:      map[digest.Digest]*layerFlight{},
-		layerSources: map[digest.Digest][]blob.Source{},
+		ctx:       context.Background(),
+		passes:    make(chan struct{}, opts.LayerPasses),
+		streams:   map[string]*streamState{},
+		images:    map[digest.Digest]*imageState{},
+		badCopies: map[digest.Digest]map[string]badCopy{},
+		repairing: map[digest.Digest]bool{},
+		wake:      make(chan struct{}, 1),
+		flights:   map[digest.Digest]*layerFlight{},
 	}
 }
 
 // Run processes queued images until ctx ends.
 func (c *Controller) Run(ctx context.Context) {
+	c.mu.Lock()
+	c.ctx = ctx
+	c.mu.Unlock()
 	var wg sync.WaitGroup
 	for range c.opts.ImageWorkers {
 		wg.Go(func() { c.work(ctx) })
 	}
 	wg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, img := range c.images {
+		if img.retry != nil {
+			img.retry.Stop()
+		}
+	}
+}
+
+// Synced implements source.Sink.
+func (c *Controller) Synced() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.synced = true
+}
+
+// Ready reports whether the source has delivered its first full scan.
+// Images may still be indexing; they appear as they become ready.
+func (c *Controller) Ready() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.synced
 }
 
 // StreamChanged implements source.Sink.
 func (c *Controller) StreamChanged(st source.Stream) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	before := c.layerSourceNames()
 	ss, ok := c.streams[st.Key()]
 	if !ok {
 		ss = &streamState{shown: map[string]digest.Digest{}}
 		c.streams[st.Key()] = ss
 	}
 	ss.src = st
+	c.status.SetStreamError(st.Key(), nil)
 	for _, d := range c.referenced(ss) {
 		img, ok := c.images[d]
-		if !ok {
-			img = &imageState{state: status.Pending, blobs: st.Blobs}
-			c.images[d] = img
+		switch {
+		case !ok:
+			c.images[d] = &imageState{state: status.Pending}
+			c.enqueue(d)
+		case img.state == status.Failed:
+			// The stream may bring a source that has what was
+			// missing or broken: try again now.
 			c.enqueue(d)
 		}
 	}
 	c.refreshRefs()
 	c.publish(ss)
 	c.forgetUnreferenced()
+	c.releaseMovedLayers(before)
 }
 
 // StreamRemoved implements source.Sink.
 func (c *Controller) StreamRemoved(namespace, name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.streams, namespace+"/"+name)
+	key := namespace + "/" + name
+	c.status.SetStreamError(key, nil)
+	if _, ok := c.streams[key]; !ok {
+		return
+	}
+	before := c.layerSourceNames()
+	delete(c.streams, key)
 	c.pub.RemoveStream(namespace, name)
 	c.refreshRefs()
 	c.forgetUnreferenced()
+	c.releaseMovedLayers(before)
+}
+
+// StreamFailed implements source.Sink: the stream keeps what it shows.
+func (c *Controller) StreamFailed(namespace, name string, err error) {
+	c.status.SetStreamError(namespace+"/"+name, err)
+	c.log.Warn("cannot read stream; keeping its last good state", "stream", namespace+"/"+name, "err", err)
 }
 
 // referenced lists the images a stream needs: its history, its tags'
@@ -176,6 +256,8 @@ func (c *Controller) referenced(ss *streamState) []digest.Digest {
 	return slices.Sorted(maps.Keys(set))
 }
 
+// forgetUnreferenced drops images no stream needs, and lets go of the
+// blobs of layers that no remaining image holds.
 func (c *Controller) forgetUnreferenced() {
 	used := map[digest.Digest]bool{}
 	for _, ss := range c.streams {
@@ -183,11 +265,41 @@ func (c *Controller) forgetUnreferenced() {
 			used[d] = true
 		}
 	}
-	for d := range c.images {
-		if !used[d] {
-			delete(c.images, d)
-			c.status.RemoveImage(d)
+	var dropped []digest.Digest
+	for d, img := range c.images {
+		if used[d] {
+			continue
 		}
+		if img.retry != nil {
+			img.retry.Stop()
+		}
+		dropped = append(dropped, img.layers...)
+		delete(c.images, d)
+		c.status.RemoveImage(d)
+	}
+	held := c.heldLayers()
+	for _, l := range dropped {
+		if !held[l] {
+			c.releaseLayer(l)
+			delete(c.badCopies, l)
+		}
+	}
+}
+
+// heldLayers is the set of layers of every image still wanted.
+func (c *Controller) heldLayers() map[digest.Digest]bool {
+	held := map[digest.Digest]bool{}
+	for _, img := range c.images {
+		for _, l := range img.layers {
+			held[l] = true
+		}
+	}
+	return held
+}
+
+func (c *Controller) releaseLayer(l digest.Digest) {
+	if err := c.reader.Release(l); err != nil {
+		c.log.Warn("closing layer blob", "layer", l, "err", err)
 	}
 }
 
@@ -205,168 +317,4 @@ func (c *Controller) refreshRefs() {
 	for d := range c.images {
 		c.status.UpdateImage(d, func(s *status.Image) { s.Refs = refs[d] })
 	}
-}
-
-// publish shows the stream's ready images and the tags that point at them.
-// Called with c.mu held, so publications happen in order.
-func (c *Controller) publish(ss *streamState) {
-	tags := map[string]digest.Digest{}
-	for tag, d := range ss.src.Tags {
-		switch {
-		case c.ready(d):
-			tags[tag] = d
-		case c.ready(ss.shown[tag]) && c.images[d] != nil && c.images[d].state != status.Failed:
-			tags[tag] = ss.shown[tag] // keep the old image until the new one is ready
-		}
-	}
-	ss.shown = tags
-	views := map[digest.Digest]*index.View{}
-	for _, d := range c.referenced(ss) {
-		if c.ready(d) {
-			views[d] = c.images[d].view
-		}
-	}
-	c.pub.SetStream(ss.src.Namespace, ss.src.Name, tags, views)
-}
-
-func (c *Controller) ready(d digest.Digest) bool {
-	img, ok := c.images[d]
-	return ok && img.state == status.Ready
-}
-
-func (c *Controller) enqueue(d digest.Digest) {
-	img := c.images[d]
-	if img.queued {
-		return
-	}
-	img.queued = true
-	c.queue = append(c.queue, d)
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (c *Controller) next(ctx context.Context) (digest.Digest, bool) {
-	for {
-		c.mu.Lock()
-		if len(c.queue) > 0 {
-			d := c.queue[0]
-			c.queue = c.queue[1:]
-			img, ok := c.images[d]
-			if ok {
-				img.queued = false
-				img.state = status.Indexing
-			}
-			c.mu.Unlock()
-			if ok {
-				return d, true
-			}
-			continue
-		}
-		c.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return "", false
-		case <-c.wake:
-		}
-	}
-}
-
-func (c *Controller) work(ctx context.Context) {
-	for {
-		d, ok := c.next(ctx)
-		if !ok {
-			return
-		}
-		c.mu.Lock()
-		blobs := c.images[d].blobs
-		c.mu.Unlock()
-		view, err := c.process(ctx, d, blobs)
-		if ctx.Err() != nil {
-			return
-		}
-		c.finish(ctx, d, view, err)
-	}
-}
-
-func (c *Controller) finish(ctx context.Context, d digest.Digest, view *index.View, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	img, ok := c.images[d]
-	if !ok {
-		return // no stream wants it any more
-	}
-	now := time.Now()
-	if err != nil {
-		img.state = status.Failed
-		img.attempts++
-		c.status.UpdateImage(d, func(s *status.Image) { s.State, s.Reason, s.Finished = status.Failed, err.Error(), now })
-		c.log.Error("image failed", "image", d, "err", err)
-		if retryable(err) && img.attempts <= 6 {
-			wait := c.opts.RetryBackoff << (img.attempts - 1)
-			time.AfterFunc(wait, func() { c.retry(ctx, d) })
-		}
-	} else {
-		img.state, img.view, img.attempts = status.Ready, view, 0
-		c.status.UpdateImage(d, func(s *status.Image) {
-			s.State, s.Reason, s.Finished, s.Files = status.Ready, "", now, view.Len()
-			s.BytesDone = s.BytesTotal
-		})
-		c.log.Info("image ready", "image", d, "inodes", view.Len())
-	}
-	for _, ss := range c.streams {
-		if slices.Contains(c.referenced(ss), d) {
-			c.publish(ss)
-		}
-	}
-	c.forgetUnreferenced()
-}
-
-func (c *Controller) retry(ctx context.Context, d digest.Digest) {
-	if ctx.Err() != nil {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if img, ok := c.images[d]; ok && img.state == status.Failed {
-		img.state = status.Pending
-		c.enqueue(d)
-	}
-}
-
-// retryable reports failures that may pass by themselves: a blob that is
-// not there yet. Corrupt or hostile content fails the same way every time.
-func retryable(err error) bool {
-	return errors.Is(err, fs.ErrNotExist) && !errors.Is(err, index.ErrNotFound)
-}
-
-func fmtImage(d digest.Digest, err error) error {
-	return fmt.Errorf("image %s: %w", d, err)
-}
-
-func (c *Controller) noteLayerSource(layer digest.Digest, src blob.Source) {
-	if !slices.Contains(c.layerSources[layer], src) {
-		c.layerSources[layer] = append(c.layerSources[layer], src)
-	}
-}
-
-// OpenLayer implements index.BlobOpener: it tries every source the layer
-// was seen in, newest first.
-func (c *Controller) OpenLayer(ctx context.Context, layer digest.Digest) (index.Blob, error) {
-	c.mu.Lock()
-	srcs := slices.Clone(c.layerSources[layer])
-	c.mu.Unlock()
-	if len(srcs) == 0 {
-		return nil, fmt.Errorf("layer %s: no source holds it: %w", layer, fs.ErrNotExist)
-	}
-	var errs []error
-	for _, src := range slices.Backward(srcs) {
-		b, err := src.Open(ctx, layer)
-		if err == nil {
-			return b, nil
-		}
-		errs = append(errs, err)
-	}
-	return nil, errors.Join(errs...)
 }

@@ -44,6 +44,13 @@ type Sink interface {
 	StreamChanged(Stream)
 	// StreamRemoved says a stream is gone.
 	StreamRemoved(namespace, name string)
+	// StreamFailed says a stream's current state could not be read (a
+	// document caught mid-rewrite, say). The stream keeps its last good
+	// state until a StreamChanged or StreamRemoved.
+	StreamFailed(namespace, name string, err error)
+	// Synced says the source has reported every stream it had when it
+	// started; until then the daemon is not ready.
+	Synced()
 }
 
 // Source watches image streams and reports them to a Sink until ctx ends.

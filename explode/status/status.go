@@ -46,21 +46,38 @@ type Image struct {
 	BytesTotal int64           `json:"bytesTotal"`
 	Files      int             `json:"files,omitempty"`
 	Reason     string          `json:"reason,omitempty"`
-	Started    time.Time       `json:"started,omitzero"`
-	Finished   time.Time       `json:"finished,omitzero"`
+	// Permanent says the failure is tied to the content of the blobs
+	// tried; the image is tried again when a blob or a source changes.
+	Permanent bool `json:"permanent,omitempty"`
+	// Attempts counts failed attempts since the image was last ready.
+	Attempts int `json:"attempts,omitempty"`
+	// NextRetry is when a failed image is tried again.
+	NextRetry time.Time `json:"nextRetry,omitzero"`
+	Started   time.Time `json:"started,omitzero"`
+	Finished  time.Time `json:"finished,omitzero"`
+}
+
+// Stream is the status of an image stream whose state could not be read;
+// it keeps showing its last good state.
+type Stream struct {
+	Name   string    `json:"name"`
+	Reason string    `json:"reason"`
+	Since  time.Time `json:"since"`
 }
 
 // Report is the whole status.
 type Report struct {
-	Images []Image `json:"images"`
-	Layers []Layer `json:"layers"`
+	Images  []Image  `json:"images"`
+	Layers  []Layer  `json:"layers"`
+	Streams []Stream `json:"streams,omitempty"`
 }
 
 // Registry holds the status. It is safe for concurrent use.
 type Registry struct {
-	mu     sync.Mutex
-	images map[digest.Digest]*Image
-	layers map[digest.Digest]*layerEntry
+	mu      sync.Mutex
+	images  map[digest.Digest]*Image
+	layers  map[digest.Digest]*layerEntry
+	streams map[string]Stream
 }
 
 type layerEntry struct {
@@ -70,7 +87,29 @@ type layerEntry struct {
 
 // NewRegistry returns an empty Registry.
 func NewRegistry() *Registry {
-	return &Registry{images: map[digest.Digest]*Image{}, layers: map[digest.Digest]*layerEntry{}}
+	return &Registry{images: map[digest.Digest]*Image{}, layers: map[digest.Digest]*layerEntry{}, streams: map[string]Stream{}}
+}
+
+// SetStreamError records why stream ("namespace/name") cannot be read
+// now, or clears it when err is nil.
+func (r *Registry) SetStreamError(stream string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err == nil {
+		delete(r.streams, stream)
+		return
+	}
+	if old, ok := r.streams[stream]; ok && old.Reason == err.Error() {
+		return
+	}
+	r.streams[stream] = Stream{Name: stream, Reason: err.Error(), Since: time.Now()}
+}
+
+// RemoveLayer forgets a layer.
+func (r *Registry) RemoveLayer(d digest.Digest) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.layers, d)
 }
 
 // UpdateImage applies fn to the image's status, creating it if needed.
@@ -152,6 +191,10 @@ func (r *Registry) Snapshot() Report {
 		}
 		rep.Images = append(rep.Images, out)
 	}
+	for _, st := range r.streams {
+		rep.Streams = append(rep.Streams, st)
+	}
+	sort.Slice(rep.Streams, func(i, j int) bool { return rep.Streams[i].Name < rep.Streams[j].Name })
 	sort.Slice(rep.Images, func(i, j int) bool { return rep.Images[i].Digest < rep.Images[j].Digest })
 	sort.Slice(rep.Layers, func(i, j int) bool { return rep.Layers[i].Digest < rep.Layers[j].Digest })
 	return rep

@@ -10,10 +10,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -66,13 +68,40 @@ func (s *Source) Run(ctx context.Context, sink source.Sink) error {
 	defer w.Close()
 
 	known := map[string]source.Stream{}
+	failed := map[string]string{} // stream key -> the error last reported
 	watched := map[string]bool{}
 	scan := func() {
 		s.watchTree(w, watched)
-		current := s.scan()
+		current, broken := s.scan()
+		for key, err := range broken {
+			// Keep the last good state of a stream whose index.json
+			// cannot be read right now, and say why once.
+			if old, ok := known[key]; ok {
+				current[key] = old
+			}
+			if failed[key] != err.Error() {
+				ns, name, _ := strings.Cut(key, "/")
+				sink.StreamFailed(ns, name, err)
+				failed[key] = err.Error()
+			}
+		}
 		for key, st := range current {
-			if old, ok := known[key]; !ok || !old.Equal(st) {
-				sink.StreamChanged(st)
+			_, isBroken := broken[key]
+			_, wasBroken := failed[key]
+			if old, ok := known[key]; !ok || !old.Equal(st) || (wasBroken && !isBroken) {
+				sink.StreamChanged(st) // also clears a reported failure
+			}
+		}
+		for key := range failed {
+			_, isBroken := broken[key]
+			_, isKnown := known[key]
+			if _, ok := current[key]; !ok && !isBroken && !isKnown {
+				// A stream that never read well went away.
+				ns, name, _ := strings.Cut(key, "/")
+				sink.StreamRemoved(ns, name)
+			}
+			if !isBroken {
+				delete(failed, key)
 			}
 		}
 		for key, old := range known {
@@ -83,6 +112,7 @@ func (s *Source) Run(ctx context.Context, sink source.Sink) error {
 		known = current
 	}
 	scan()
+	sink.Synced()
 
 	resync := time.NewTicker(s.resync)
 	defer resync.Stop()
@@ -149,10 +179,11 @@ func subdirs(dir string) []string {
 	return out
 }
 
-// scan reads every layout; layouts that are unreadable or invalid are
-// logged and left out, so one bad stream never hides the others.
-func (s *Source) scan() map[string]source.Stream {
-	out := map[string]source.Stream{}
+// scan reads every layout. Layouts that cannot be read now are returned
+// apart with their error, so one bad stream never hides the others and a
+// layout caught mid-rewrite keeps its last good state.
+func (s *Source) scan() (streams map[string]source.Stream, broken map[string]error) {
+	streams, broken = map[string]source.Stream{}, map[string]error{}
 	for _, nsDir := range subdirs(s.root) {
 		for _, stDir := range subdirs(nsDir) {
 			ns, name := filepath.Base(nsDir), filepath.Base(stDir)
@@ -165,17 +196,18 @@ func (s *Source) scan() map[string]source.Stream {
 				continue // not (yet) a layout
 			}
 			if err != nil {
-				s.logger.Warn("skipping layout", "dir", stDir, "err", err)
+				s.logger.Warn("cannot read layout; keeping its last good state", "dir", stDir, "err", err)
+				broken[ns+"/"+name] = err
 				continue
 			}
-			out[st.Key()] = st
+			streams[st.Key()] = st
 		}
 	}
-	return out
+	return streams, broken
 }
 
 func (s *Source) readLayout(ns, name, dir string) (source.Stream, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	raw, err := readIndexJSON(filepath.Join(dir, "index.json"))
 	if err != nil {
 		return source.Stream{}, err
 	}
@@ -205,4 +237,22 @@ func (s *Source) readLayout(ns, name, dir string) (source.Stream, error) {
 		st.Tags[tag] = m.Digest
 	}
 	return st, nil
+}
+
+// maxIndexJSON bounds what is read of an index.json; real ones list a few
+// manifests and stay far below it.
+const maxIndexJSON = 16 << 20
+
+// readIndexJSON reads a layout's index.json, refusing what is not a
+// regular file (a FIFO would block the source) or is too large.
+func readIndexJSON(name string) ([]byte, error) {
+	f, fi, err := ocilayout.OpenRegular(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi.Size() > maxIndexJSON {
+		return nil, fmt.Errorf("%s is %d bytes, more than %d", name, fi.Size(), maxIndexJSON)
+	}
+	return io.ReadAll(io.LimitReader(f, maxIndexJSON))
 }

@@ -16,6 +16,23 @@ import (
 type sink struct {
 	mu      sync.Mutex
 	streams map[string]source.Stream
+	failed  map[string]error
+	synced  bool
+}
+
+func (s *sink) StreamFailed(ns, name string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed == nil {
+		s.failed = map[string]error{}
+	}
+	s.failed[ns+"/"+name] = err
+}
+
+func (s *sink) Synced() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.synced = true
 }
 
 func (s *sink) StreamChanged(st source.Stream) {

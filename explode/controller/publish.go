@@ -1,0 +1,61 @@
+package controller
+
+import (
+	"github.com/opencontainers/go-digest"
+
+	"github.com/explodefs/explodefs/explode/status"
+	"github.com/explodefs/explodefs/index"
+)
+
+// tagShows is the publishing rule for one tag, in one place: a tag shows
+// its target once the target is ready. Until then (and if the target
+// fails) it keeps showing the image it showed before, as long as that one
+// is still ready. A tag never shows an image that is not ready, so there
+// is never a half view.
+func tagShows(target, previous digest.Digest, ready func(digest.Digest) bool) (digest.Digest, bool) {
+	switch {
+	case ready(target):
+		return target, true
+	case previous != "" && ready(previous):
+		return previous, true
+	}
+	return "", false
+}
+
+// publish shows the stream's ready images and the tags that point at them.
+// Called with c.mu held, so publications happen in order.
+func (c *Controller) publish(ss *streamState) {
+	tags := map[string]digest.Digest{}
+	for tag, d := range ss.src.Tags {
+		if shown, ok := tagShows(d, ss.shown[tag], c.ready); ok {
+			tags[tag] = shown
+		}
+	}
+	ss.shown = tags
+	views := map[digest.Digest]*index.View{}
+	for _, d := range c.referenced(ss) {
+		if c.ready(d) {
+			views[d] = c.images[d].view
+		}
+	}
+	c.pub.SetStream(ss.src.Namespace, ss.src.Name, tags, views)
+}
+
+// ready reports whether image d can be shown: it was merged, and its view
+// is still good (a ready image being refreshed after damage stays shown).
+func (c *Controller) ready(d digest.Digest) bool {
+	img, ok := c.images[d]
+	return ok && img.view != nil && img.state != status.Failed
+}
+
+// publishHolders publishes every stream that references image d.
+func (c *Controller) publishHolders(d digest.Digest) {
+	for _, ss := range c.streams {
+		for _, r := range c.referenced(ss) {
+			if r == d {
+				c.publish(ss)
+				break
+			}
+		}
+	}
+}

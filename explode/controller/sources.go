@@ -1,0 +1,121 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"slices"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/explodefs/explodefs/explode/blob"
+	"github.com/explodefs/explodefs/index"
+)
+
+// badCopy is a source's copy of a layer that failed on its content.
+type badCopy struct {
+	version string
+	reason  string
+}
+
+// imageSources lists the blob sources of every stream that references
+// image d, in a stable order, each once.
+func (c *Controller) imageSources(d digest.Digest) []blob.Source {
+	var out []blob.Source
+	seen := map[string]bool{}
+	for _, key := range slices.Sorted(maps.Keys(c.streams)) {
+		ss := c.streams[key]
+		if ss.src.Blobs == nil || seen[ss.src.Blobs.String()] || !slices.Contains(c.referenced(ss), d) {
+			continue
+		}
+		seen[ss.src.Blobs.String()] = true
+		out = append(out, ss.src.Blobs)
+	}
+	return out
+}
+
+// layerSources lists the sources of every image that holds layer, copies
+// known to be bad last.
+func (c *Controller) layerSources(layer digest.Digest) []blob.Source {
+	var good, bad []blob.Source
+	seen := map[string]bool{}
+	for _, d := range slices.Sorted(maps.Keys(c.images)) {
+		if !slices.Contains(c.images[d].layers, layer) {
+			continue
+		}
+		for _, src := range c.imageSources(d) {
+			if seen[src.String()] {
+				continue
+			}
+			seen[src.String()] = true
+			if _, isBad := c.badCopies[layer][src.String()]; isBad {
+				bad = append(bad, src)
+			} else {
+				good = append(good, src)
+			}
+		}
+	}
+	return append(good, bad...)
+}
+
+// layerSourceNames maps every known layer to the names of its sources.
+func (c *Controller) layerSourceNames() map[digest.Digest]map[string]bool {
+	bySource := map[digest.Digest][]string{}
+	for key, ss := range c.streams {
+		if ss.src.Blobs == nil {
+			continue
+		}
+		for _, d := range c.referenced(ss) {
+			bySource[d] = append(bySource[d], c.streams[key].src.Blobs.String())
+		}
+	}
+	out := map[digest.Digest]map[string]bool{}
+	for d, img := range c.images {
+		for _, l := range img.layers {
+			if out[l] == nil {
+				out[l] = map[string]bool{}
+			}
+			for _, name := range bySource[d] {
+				out[l][name] = true
+			}
+		}
+	}
+	return out
+}
+
+// releaseMovedLayers lets go of the open blob of every layer that lost a
+// source since before, so that the reader opens it again from a source
+// that still has it and a deleted blob does not keep its disk space.
+func (c *Controller) releaseMovedLayers(before map[digest.Digest]map[string]bool) {
+	after := c.layerSourceNames()
+	for l, names := range before {
+		for name := range names {
+			if !after[l][name] {
+				c.releaseLayer(l)
+				break
+			}
+		}
+	}
+}
+
+// OpenLayer implements index.BlobOpener for the lazy reader: it tries each
+// source of the layer in turn and returns the first blob that opens.
+func (c *Controller) OpenLayer(ctx context.Context, layer digest.Digest) (index.Blob, error) {
+	c.mu.Lock()
+	srcs := c.layerSources(layer)
+	c.mu.Unlock()
+	if len(srcs) == 0 {
+		return nil, fmt.Errorf("layer %s: no shown image holds it: %w", layer, fs.ErrNotExist)
+	}
+	var errs []error
+	for _, src := range srcs {
+		b, err := src.Open(ctx, layer)
+		if err == nil {
+			return b, nil
+		}
+		errs = append(errs, fmt.Errorf("from %s: %w", src, err))
+	}
+	return nil, errors.Join(errs...)
+}
