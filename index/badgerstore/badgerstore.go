@@ -242,22 +242,43 @@ func (s *Store) SpanWindow(_ context.Context, d digest.Digest, i int) ([]byte, e
 
 // DeleteLayer implements index.Store. The marker goes first, so a crash
 // halfway leaves an incomplete layer, never a damaged complete one.
-func (s *Store) DeleteLayer(_ context.Context, d digest.Digest) error {
+func (s *Store) DeleteLayer(ctx context.Context, d digest.Digest) error {
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(markerKey(d)) }); err != nil {
 		return fmt.Errorf("deleting layer %s: %w", d, err)
 	}
-	return s.dropRecords(d)
+	return s.deleteRecords(ctx, d)
 }
 
-func (s *Store) dropRecords(d digest.Digest) error {
+// deleteRecords removes a layer's records with ordinary deletes, found by
+// a key-only scan. Badger's DropPrefix would be cheaper, but it blocks
+// every writer of the database while it runs, so the passes of all other
+// layers would fail with "Writes are blocked".
+func (s *Store) deleteRecords(ctx context.Context, d digest.Digest) error {
+	wb := s.db.NewWriteBatch()
 	for _, kind := range []byte{'e', 's', 'w'} {
-		prefix := recordPrefix(kind, d)
-		if !s.hasPrefix(prefix) {
-			continue
+		err := s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: recordPrefix(kind, d)})
+			defer it.Close()
+			n := 0
+			for it.Rewind(); it.Valid(); it.Next() {
+				if n++; n%1024 == 0 {
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+				}
+				if err := wb.Delete(it.Item().KeyCopy(nil)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			wb.Cancel()
+			return fmt.Errorf("deleting %c records of layer %s: %w", kind, d, err)
 		}
-		if err := s.db.DropPrefix(prefix); err != nil {
-			return fmt.Errorf("dropping %c records of layer %s: %w", kind, d, err)
-		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("deleting records of layer %s: %w", d, err)
 	}
 	return nil
 }
@@ -280,7 +301,7 @@ func (s *Store) NewLayerWriter(ctx context.Context, d digest.Digest) (index.Laye
 		if err := s.DeleteLayer(ctx, d); err != nil {
 			return nil, err
 		}
-	} else if err := s.dropRecords(d); err != nil {
+	} else if err := s.deleteRecords(ctx, d); err != nil {
 		return nil, err
 	}
 	return &writer{db: s.db, digest: d, batch: s.db.NewWriteBatch()}, nil

@@ -32,6 +32,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"RewriteReplaces", testRewriteReplaces},
 		{"DeleteLayer", testDeleteLayer},
 		{"ConcurrentWriters", testConcurrentWriters},
+		{"ClearingDoesNotDisturbOtherWriters", testClearingDoesNotDisturbOtherWriters},
 		{"ManyEntries", testManyEntries},
 		{"CallbackErrorStops", testCallbackErrorStops},
 		{"CancelledContextStops", testCancelledContext},
@@ -281,6 +282,75 @@ func testConcurrentWriters(t *testing.T, s index.Store) {
 	for i := 0; i < 4; i++ {
 		if got := readEntries(t, s, LayerDigest(100+i)); len(got) != 500+i {
 			t.Errorf("layer %d: %d entries, want %d", i, len(got), 500+i)
+		}
+	}
+}
+
+// Passes run side by side, and a pass over a layer that an earlier pass
+// left behind (or that is indexed again) clears that layer's records
+// first. Clearing must not fail or block the passes of other layers.
+func testClearingDoesNotDisturbOtherWriters(t *testing.T, s index.Store) {
+	ctx := context.Background()
+	const layers = 30
+	leftover := func(i int) digest.Digest { return LayerDigest(1000 + i) }
+	fresh := func(i int) digest.Digest { return LayerDigest(2000 + i) }
+	for i := range layers {
+		write(t, s, leftover(i), SampleEntries(3000), SampleSpans(40))
+	}
+	pass := func(d digest.Digest, entries []index.Entry, spans []index.Span) error {
+		w, err := s.NewLayerWriter(ctx, d)
+		if err != nil {
+			return fmt.Errorf("layer %s: starting: %w", d, err)
+		}
+		for _, e := range entries {
+			if err := w.AddEntry(e); err != nil {
+				_ = w.Abort()
+				return fmt.Errorf("layer %s: %w", d, err)
+			}
+		}
+		for _, sp := range spans {
+			if err := w.AddSpan(sp); err != nil {
+				_ = w.Abort()
+				return fmt.Errorf("layer %s: %w", d, err)
+			}
+		}
+		return w.Commit(index.LayerInfo{Compression: index.Gzip})
+	}
+	errs := make(chan error, 2*layers)
+	var wg sync.WaitGroup
+	for i := range layers {
+		wg.Add(2)
+		go func() { defer wg.Done(); errs <- pass(fresh(i), SampleEntries(2000), SampleSpans(20)) }()
+		go func() { defer wg.Done(); errs <- pass(leftover(i), SampleEntries(10), SampleSpans(2)) }()
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			failed++
+			if failed <= 3 {
+				t.Error(err)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d concurrent passes failed", failed, 2*layers)
+	}
+	for i := range layers {
+		if got := readEntries(t, s, fresh(i)); len(got) != 2000 {
+			t.Errorf("fresh layer %d: %d entries, want 2000", i, len(got))
+		}
+		if got := readEntries(t, s, leftover(i)); !reflect.DeepEqual(got, SampleEntries(10)) {
+			t.Errorf("re-indexed layer %d: %d entries, want the 10 of the new pass", i, len(got))
+		}
+		if spans, err := s.Spans(ctx, leftover(i)); err != nil || len(spans) != 2 {
+			t.Errorf("re-indexed layer %d: %d spans (%v), want 2", i, len(spans), err)
+		}
+		// Stores may refuse a span beyond the layer's or return no window;
+		// the old pass's window is the one wrong answer.
+		if w, _ := s.SpanWindow(ctx, leftover(i), 10); len(w) != 0 {
+			t.Errorf("re-indexed layer %d: window of span 10 of the old pass survived: %q", i, w)
 		}
 	}
 }
