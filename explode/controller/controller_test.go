@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -59,11 +60,13 @@ func (r *recorder) get(key string) (shown, bool) {
 	return s, ok
 }
 
-// countingStore counts layer passes.
+// countingStore counts layer passes, and can damage what a layer's
+// records read back as, as a torn or bit-rotted index would.
 type countingStore struct {
 	index.Store
-	mu     sync.Mutex
-	passes map[digest.Digest]int
+	mu      sync.Mutex
+	passes  map[digest.Digest]int
+	damaged map[digest.Digest]int // reads of a layer left to fail
 }
 
 func (s *countingStore) NewLayerWriter(ctx context.Context, d digest.Digest) (index.LayerWriter, error) {
@@ -73,35 +76,86 @@ func (s *countingStore) NewLayerWriter(ctx context.Context, d digest.Digest) (in
 	return s.Store.NewLayerWriter(ctx, d)
 }
 
-type harness struct {
-	root  string
-	pub   *recorder
-	store *countingStore
-	reg   *status.Registry
+func (s *countingStore) passCount(d digest.Digest) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.passes[d]
 }
 
-func start(t *testing.T) *harness {
+// damage makes the next n reads of the layer's entries or spans fail as
+// damaged records do.
+func (s *countingStore) damage(d digest.Digest, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.damaged[d] = n
+}
+
+func (s *countingStore) takeDamage(d digest.Digest) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.damaged[d] > 0 {
+		s.damaged[d]--
+		return fmt.Errorf("layer %s: entry record missing: %w", d, index.ErrCorrupt)
+	}
+	return nil
+}
+
+func (s *countingStore) Entries(ctx context.Context, d digest.Digest, fn func(index.Entry) error) error {
+	if err := s.takeDamage(d); err != nil {
+		return err
+	}
+	return s.Store.Entries(ctx, d, fn)
+}
+
+func (s *countingStore) Spans(ctx context.Context, d digest.Digest) ([]index.Span, error) {
+	if err := s.takeDamage(d); err != nil {
+		return nil, err
+	}
+	return s.Store.Spans(ctx, d)
+}
+
+type harness struct {
+	root   string
+	pub    *recorder
+	store  *countingStore
+	reg    *status.Registry
+	ctrl   *controller.Controller
+	reader *index.Reader
+}
+
+// start runs a controller with an oci-dir source over a temporary root.
+// Retries are fast unless configure says otherwise.
+func start(t *testing.T, configure ...func(*controller.Options)) *harness {
 	t.Helper()
 	h := &harness{
 		root:  t.TempDir(),
 		pub:   &recorder{streams: map[string]shown{}},
-		store: &countingStore{Store: memstore.New(), passes: map[digest.Digest]int{}},
+		store: &countingStore{Store: memstore.New(), passes: map[digest.Digest]int{}, damaged: map[digest.Digest]int{}},
 		reg:   status.NewRegistry(),
 	}
-	var ctrl *controller.Controller
-	reader := index.NewReader(h.store, index.BlobOpenerFunc(func(ctx context.Context, d digest.Digest) (index.Blob, error) {
-		return ctrl.OpenLayer(ctx, d)
-	}), index.ReaderOptions{CacheDir: t.TempDir(), CacheBytes: 1 << 20})
-	ctrl = controller.New(h.store, reader, h.pub, h.reg, controller.Options{
-		Platform: v1.Platform{OS: "linux", Architecture: "amd64"},
-		CacheDir: t.TempDir(),
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	opts := controller.Options{
+		Platform:     v1.Platform{OS: "linux", Architecture: "amd64"},
+		CacheDir:     t.TempDir(),
+		RetryBackoff: 100 * time.Millisecond,
+		RetryMax:     400 * time.Millisecond,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for _, f := range configure {
+		f(&opts)
+	}
+	h.reader = index.NewReader(h.store, index.BlobOpenerFunc(func(ctx context.Context, d digest.Digest) (index.Blob, error) {
+		return h.ctrl.OpenLayer(ctx, d)
+	}), index.ReaderOptions{
+		CacheDir:   opts.CacheDir,
+		CacheBytes: 1 << 20,
+		OnCorrupt:  func(d digest.Digest, err error) { h.ctrl.LayerDamaged(d, err) },
 	})
+	h.ctrl = controller.New(h.store, h.reader, h.pub, h.reg, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { ctrl.Run(ctx) })
-	wg.Go(func() { _ = ocidir.New(h.root, ocidir.WithResync(time.Second)).Run(ctx, ctrl) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	wg.Go(func() { h.ctrl.Run(ctx) })
+	wg.Go(func() { _ = ocidir.New(h.root, ocidir.WithResync(time.Second)).Run(ctx, h.ctrl) })
+	t.Cleanup(func() { cancel(); wg.Wait(); h.reader.Close() })
 	return h
 }
 
@@ -150,11 +204,9 @@ func TestPublishesAndMovesTags(t *testing.T) {
 		s, _ := h.pub.get("ns/app")
 		return s.tags["v1"] == d2
 	})
-	h.store.mu.Lock()
-	if n := h.store.passes[baseLayer]; n != 1 {
+	if n := h.store.passCount(baseLayer); n != 1 {
 		t.Errorf("shared base layer passed %d times, want once", n)
 	}
-	h.store.mu.Unlock()
 
 	if err := imagegen.RemoveTag(filepath.Join(h.root, "ns", "app"), "v1"); err != nil {
 		t.Fatal(err)
@@ -239,7 +291,6 @@ func TestMissingBlobIsRetried(t *testing.T) {
 	if err := os.Rename(hidden, lay); err != nil {
 		t.Fatal(err)
 	}
-	// The first retry comes after the default 10 s backoff.
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if s, _ := h.pub.get("ns/late"); s.tags["latest"] == d {
