@@ -35,8 +35,12 @@ type Store struct {
 
 var _ index.Store = (*Store)(nil)
 
-// ErrCorrupt reports a layer whose records do not match its marker.
-var ErrCorrupt = errors.New("index records do not match the layer's completion marker")
+// ErrCorrupt is index.ErrCorrupt, under the name this package gave it
+// before the index package had one. Every damage this store detects (a
+// marker, entry or span that does not decode, or records that do not
+// match the marker's counts) wraps it, so that the caller deletes the
+// layer and indexes it again.
+var ErrCorrupt = index.ErrCorrupt
 
 // Option tunes Open.
 type Option func(*badger.Options)
@@ -72,7 +76,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 }
 
 // schemaVersion changes whenever a record's encoding does.
-const schemaVersion = "1"
+const schemaVersion = "2"
 
 var schemaKey = []byte("v")
 
@@ -137,7 +141,12 @@ func (s *Store) Layer(_ context.Context, d digest.Digest) (index.LayerInfo, erro
 		if err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error { return json.Unmarshal(v, &info) })
+		return item.Value(func(v []byte) error {
+			if err := json.Unmarshal(v, &info); err != nil {
+				return fmt.Errorf("completion marker: %w: %w", ErrCorrupt, err)
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return index.LayerInfo{}, fmt.Errorf("reading index of layer %s: %w", d, err)
@@ -177,7 +186,7 @@ func (s *Store) Entries(ctx context.Context, d digest.Digest, fn func(index.Entr
 	n, err := s.scan(ctx, recordPrefix('e', d), func(v []byte) error {
 		var e index.Entry
 		if err := e.UnmarshalBinary(v); err != nil {
-			return err
+			return fmt.Errorf("entry record: %w: %w", ErrCorrupt, err)
 		}
 		return fn(e)
 	})
@@ -200,7 +209,7 @@ func (s *Store) Spans(ctx context.Context, d digest.Digest) ([]index.Span, error
 	n, err := s.scan(ctx, recordPrefix('s', d), func(v []byte) error {
 		var sp index.Span
 		if err := sp.UnmarshalBinary(v); err != nil {
-			return err
+			return fmt.Errorf("span record: %w: %w", ErrCorrupt, err)
 		}
 		spans = append(spans, sp)
 		return nil
