@@ -24,7 +24,7 @@ const maxRequest = 1 << 20
 // Mount clears a stale mount at mountpoint, mounts root there read-only and
 // starts serving it. Stop serving with the server's Unmount.
 //
-// opts decides how to mount (AllowOther, AllowSuid, Debug) and where mount
+// opts decides how to mount (AllowOther, AllowSuid, AllowDevices, Debug) and where mount
 // messages go; the Options given to NewRoot decide the cache timeouts. After
 // a Root is mounted again, its catalog changes invalidate the new mount.
 func Mount(mountpoint string, root *Root, opts Options) (*fuse.Server, error) {
@@ -66,10 +66,16 @@ func mountOptions(opts Options) fuse.MountOptions {
 	// mount) are set; go-fuse passes each to the path that needs it.
 	words := []string{"ro", "default_permissions"}
 	if opts.AllowSuid {
-		words = append(words, "suid", "dev")
+		words = append(words, "suid")
 	} else {
-		flags |= syscall.MS_NOSUID | syscall.MS_NODEV
-		words = append(words, "nosuid", "nodev")
+		flags |= syscall.MS_NOSUID
+		words = append(words, "nosuid")
+	}
+	if opts.AllowDevices {
+		words = append(words, "dev")
+	} else {
+		flags |= syscall.MS_NODEV
+		words = append(words, "nodev")
 	}
 	return fuse.MountOptions{
 		AllowOther: opts.AllowOther,

@@ -134,7 +134,7 @@ func TestMountOptions(t *testing.T) {
 		want, deny []string
 	}{
 		{"default", DefaultOptions(), []string{"ro", "nosuid", "nodev", "default_permissions", "allow_other"}, nil},
-		{"suid", Options{AllowSuid: true}, []string{"ro", "default_permissions"}, []string{"nosuid", "nodev", "allow_other"}},
+		{"suid", Options{AllowSuid: true}, []string{"ro", "default_permissions", "nodev"}, []string{"nosuid", "allow_other"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			im := newTestImages(t)

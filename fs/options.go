@@ -26,9 +26,14 @@ type Options struct {
 	// image's own modes still apply (default_permissions). The zero value
 	// is false; DefaultOptions sets it.
 	AllowOther bool
-	// AllowSuid mounts with suid,dev, for runc running images from the
-	// mount. Otherwise the mount is nosuid,nodev.
+	// AllowSuid mounts with suid, for runc running images from the
+	// mount. Otherwise the mount is nosuid. Together with AllowOther it
+	// lets any local user run the image's setuid binaries as their owner.
 	AllowSuid bool
+	// AllowDevices mounts with dev, so that device nodes of images open
+	// the host's devices. Otherwise the mount is nodev, also with
+	// AllowSuid.
+	AllowDevices bool
 	// ImageTimeout is how long the kernel caches entries and attributes of
 	// image content. Zero means DefaultImageTimeout.
 	ImageTimeout time.Duration
