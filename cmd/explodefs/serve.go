@@ -43,11 +43,15 @@ type serveConfig struct {
 	spanCacheMiB int64
 	spanSizeKiB  int64
 	allowSuid    bool
+	allowDevices bool
 	allowOther   bool
 	imageWorkers int
 	layerPasses  int
 	imageTimeout time.Duration
 	resync       time.Duration
+	retryBackoff time.Duration
+	retryMax     time.Duration
+	shutdownWait time.Duration
 	logLevel     string
 	logFormat    string
 	fuseDebug    bool
@@ -79,12 +83,16 @@ Every flag can also be set through the environment variable named in its help.`,
 	f.StringVar(&c.platform, "platform", "linux/"+runtime.GOARCH, "platform picked from image indexes and manifest lists (os/arch[/variant])")
 	f.Int64Var(&c.spanCacheMiB, "span-cache-mib", index.DefaultCacheSize>>20, "memory for inflated spans, in MiB")
 	f.Int64Var(&c.spanSizeKiB, "span-size-kib", index.DefaultSpanSize>>10, "uncompressed bytes between decompression checkpoints, in KiB; bounds the work of a cold read")
-	f.BoolVar(&c.allowSuid, "allow-suid", false, "mount without nosuid,nodev, so that runc can use setuid binaries and devices of an image")
+	f.BoolVar(&c.allowSuid, "allow-suid", false, "mount without nosuid, so that runc can use setuid binaries of an image; with --allow-other any local user can then run them as their owner")
+	f.BoolVar(&c.allowDevices, "allow-devices", false, "mount without nodev, so that device nodes of images open host devices")
 	f.BoolVar(&c.allowOther, "allow-other", true, "let users other than the daemon's read the mount (the kernel enforces the image's modes)")
 	f.IntVar(&c.imageWorkers, "image-workers", 2, "images resolved and merged at once")
 	f.IntVar(&c.layerPasses, "layer-passes", 2*runtime.NumCPU(), "layer passes run at once; more than the CPUs lets the layers of one image share them instead of queueing")
 	f.DurationVar(&c.imageTimeout, "image-cache-timeout", time.Hour, "how long the kernel caches names and attributes of immutable image content")
 	f.DurationVar(&c.resync, "resync", 30*time.Second, "full rescan interval of the source, besides change events")
+	f.DurationVar(&c.retryBackoff, "retry-backoff", 10*time.Second, "first wait before an image that failed for a passing reason is tried again; doubles per attempt")
+	f.DurationVar(&c.retryMax, "retry-max", 5*time.Minute, "longest wait between attempts; images that failed on their content are looked at this often and passed again only when a blob changed")
+	f.DurationVar(&c.shutdownWait, "shutdown-timeout", 5*time.Second, "how long a busy mount is given to unmount before it is detached lazily")
 	f.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&c.fuseDebug, "fuse-debug", false, "log every FUSE request")
@@ -164,9 +172,13 @@ func serve(parent context.Context, c serveConfig) error {
 	})
 	defer reader.Close()
 
+	if c.allowSuid && c.allowOther {
+		log.Warn("--allow-suid with --allow-other lets any local user run the images' setuid binaries as their owners")
+	}
 	fsOpts := explodefs.Options{
 		AllowOther:   c.allowOther,
 		AllowSuid:    c.allowSuid,
+		AllowDevices: c.allowDevices,
 		ImageTimeout: c.imageTimeout,
 		Logger:       log,
 		Debug:        c.fuseDebug,
@@ -179,7 +191,7 @@ func serve(parent context.Context, c serveConfig) error {
 	var unmountOnce sync.Once
 	unmount := func() {
 		unmountOnce.Do(func() {
-			if err := server.Unmount(); err != nil {
+			if err := explodefs.Unmount(server, c.mountpoint, c.shutdownWait, log); err != nil {
 				log.Error("unmount failed; clear it with umount -l", "mountpoint", c.mountpoint, "err", err)
 			}
 		})
@@ -194,13 +206,15 @@ func serve(parent context.Context, c serveConfig) error {
 		LayerPasses:  c.layerPasses,
 		SpanSize:     c.spanSizeKiB << 10,
 		CacheDir:     cacheDir,
+		RetryBackoff: c.retryBackoff,
+		RetryMax:     c.retryMax,
 		Logger:       log,
 	})
 
 	var ready atomic.Bool
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	if c.listen != "" {
 		ln, err := net.Listen("tcp", c.listen)
 		if err != nil {
@@ -233,10 +247,12 @@ func serve(parent context.Context, c serveConfig) error {
 			errc <- fmt.Errorf("source %s: %w", c.source, err)
 		}
 	})
-	wg.Go(func() {
+	// Not in wg: a mount detached while busy keeps serving until its
+	// last file is closed, and shutdown must not wait for that.
+	go func() {
 		server.Wait()
 		errc <- errors.New("the FUSE mount went away")
-	})
+	}()
 	ready.Store(true)
 
 	select {
