@@ -2,9 +2,12 @@ package ocidir_test
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -101,4 +104,100 @@ func TestScanSkipsWhatItCannotShow(t *testing.T) {
 	if len(app.History) != 1 {
 		t.Errorf("history = %v; want the one image both entries name", app.History)
 	}
+}
+
+func (s *sink) state() (synced bool, failed map[string]error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.synced, maps.Clone(s.failed)
+}
+
+// The first full scan is reported before Synced; a broken layout is
+// reported as failed, and a FIFO index.json neither blocks the scan nor
+// hides the other streams.
+func TestFirstScanThenSynced(t *testing.T) {
+	root := t.TempDir()
+	if _, err := imagegen.WriteImage(filepath.Join(root, "ns", "app"), "latest", imagegen.DemoImage()); err != nil {
+		t.Fatal(err)
+	}
+	for _, broken := range []string{"torn", "fifo"} {
+		if err := os.MkdirAll(filepath.Join(root, "ns", broken), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "ns", "torn", "index.json"), []byte(`{"schemaVersion": 2, "manif`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(root, "ns", "fifo", "index.json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := &sink{streams: map[string]source.Stream{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ocidir.New(root).Run(ctx, s) }()
+	defer func() { cancel(); <-done }()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if synced, _ := s.state(); synced {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	synced, failed := s.state()
+	if !synced {
+		t.Fatal("no Synced after the first scan")
+	}
+	if _, ok := s.snapshot()["ns/app"]; !ok {
+		t.Error("Synced came before the stream of the first scan")
+	}
+	for _, broken := range []string{"ns/torn", "ns/fifo"} {
+		if failed[broken] == nil {
+			t.Errorf("%s not reported as failed (failed: %v)", broken, failed)
+		}
+	}
+	if err := failed["ns/fifo"]; err != nil && !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("FIFO index.json reported as %v", err)
+	}
+}
+
+// An index.json caught mid-rewrite keeps the stream's last good state.
+func TestTornIndexJSONKeepsLastState(t *testing.T) {
+	root := t.TempDir()
+	layout := filepath.Join(root, "ns", "app")
+	if _, err := imagegen.WriteImage(layout, "latest", imagegen.DemoImage()); err != nil {
+		t.Fatal(err)
+	}
+	s := &sink{streams: map[string]source.Stream{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ocidir.New(root, ocidir.WithResync(50*time.Millisecond)).Run(ctx, s) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "the stream", func() bool { _, ok := s.snapshot()["ns/app"]; return ok })
+	before := s.snapshot()["ns/app"]
+
+	whole, err := os.ReadFile(filepath.Join(layout, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(layout, "index.json"), whole[:len(whole)/3], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the failure", func() bool { _, failed := s.state(); return failed["ns/app"] != nil })
+	time.Sleep(200 * time.Millisecond) // a few resyncs
+	if got, ok := s.snapshot()["ns/app"]; !ok || !got.Equal(before) {
+		t.Fatalf("stream after a torn index.json: %+v, %v; want its last good state", got, ok)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
 }
