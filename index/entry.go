@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io/fs"
+	"math"
 	"time"
 )
 
@@ -90,14 +91,25 @@ type Entry struct {
 }
 
 // entryEncodingVersion lets a later release read old indexes or reject them
-// clearly instead of misreading them.
-const entryEncodingVersion = 1
+// clearly instead of misreading them. Version 2 added sparse maps.
+const entryEncodingVersion = 2
+
+// sparseFlag marks, in the type byte, an entry followed by a sparse map,
+// so entries without one cost no byte more.
+const sparseFlag = 0x80
 
 // MarshalBinary encodes e compactly: varints for numbers, lengths before
 // strings. Index bytes per entry is a product goal, so no field names.
 func (e *Entry) MarshalBinary() ([]byte, error) {
-	b := make([]byte, 0, 48+len(e.Path)+len(e.Linkname))
-	b = append(b, entryEncodingVersion, byte(e.Type))
+	if e.Type&sparseFlag != 0 {
+		return nil, fmt.Errorf("entry %q: type %d cannot be encoded", e.Path, e.Type)
+	}
+	typ := byte(e.Type)
+	if e.Sparse != nil {
+		typ |= sparseFlag
+	}
+	b := make([]byte, 0, 48+len(e.Path)+len(e.Linkname)+6*len(e.Sparse))
+	b = append(b, entryEncodingVersion, typ)
 	b = appendString(b, e.Path)
 	b = binary.AppendUvarint(b, uint64(e.Mode))
 	b = binary.AppendUvarint(b, uint64(e.UID))
@@ -114,6 +126,31 @@ func (e *Entry) MarshalBinary() ([]byte, error) {
 		b = appendString(b, x.Name)
 		b = appendString(b, string(x.Value))
 	}
+	if e.Sparse != nil {
+		var err error
+		if b, err = appendSparse(b, e); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// appendSparse encodes the fragments as deltas: the gap before each
+// fragment, its length, and how far its data lies from where the previous
+// fragment's data ended (zero for every map a tar can hold, since
+// fragments are stored back to back from the entry's offset).
+func appendSparse(b []byte, e *Entry) ([]byte, error) {
+	b = binary.AppendUvarint(b, uint64(len(e.Sparse)))
+	end, dataEnd := int64(0), e.Offset
+	for _, f := range e.Sparse {
+		if f.Offset < end || f.Length < 0 || f.Offset > e.Size-f.Length {
+			return nil, fmt.Errorf("entry %q: fragment %d+%d unsorted, overlapping or beyond size %d", e.Path, f.Offset, f.Length, e.Size)
+		}
+		b = binary.AppendUvarint(b, uint64(f.Offset-end))
+		b = binary.AppendUvarint(b, uint64(f.Length))
+		b = binary.AppendVarint(b, f.Data-dataEnd)
+		end, dataEnd = f.Offset+f.Length, f.Data+f.Length
+	}
 	return b, nil
 }
 
@@ -123,7 +160,8 @@ func (e *Entry) UnmarshalBinary(b []byte) error {
 	if v := d.byte(); v != entryEncodingVersion {
 		return fmt.Errorf("entry encoding version %d, want %d", v, entryEncodingVersion)
 	}
-	e.Type = EntryType(d.byte())
+	typ := d.byte()
+	e.Type = EntryType(typ &^ sparseFlag)
 	e.Path = d.string()
 	e.Mode = uint32(d.uvarint())
 	e.UID = uint32(d.uvarint())
@@ -145,7 +183,41 @@ func (e *Entry) UnmarshalBinary(b []byte) error {
 		name := d.string()
 		e.Xattrs = append(e.Xattrs, Xattr{Name: name, Value: []byte(d.string())})
 	}
+	e.Sparse = nil
+	if typ&sparseFlag != 0 {
+		if err := d.sparse(e); err != nil {
+			return err
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		return errCorruptEntry
+	}
 	return d.err
+}
+
+// sparse decodes what appendSparse wrote, refusing maps that the reader
+// could not trust: unsorted, overlapping, or beyond the file.
+func (d *decoder) sparse(e *Entry) error {
+	n := d.uvarint()
+	// Each fragment takes at least three bytes.
+	if d.err != nil || n > uint64(len(d.b))/3 || e.Size < 0 || e.Offset < 0 {
+		return errCorruptEntry
+	}
+	e.Sparse = make([]Fragment, 0, n)
+	end, dataEnd := int64(0), e.Offset
+	for range n {
+		gap, length, delta := d.uvarint(), d.uvarint(), d.varint()
+		if d.err != nil || gap > uint64(e.Size-end) || length > uint64(e.Size-end)-gap {
+			return errCorruptEntry
+		}
+		f := Fragment{Offset: end + int64(gap), Length: int64(length), Data: dataEnd + delta}
+		if f.Data < 0 || f.Data > math.MaxInt64-f.Length {
+			return errCorruptEntry
+		}
+		e.Sparse = append(e.Sparse, f)
+		end, dataEnd = f.Offset+f.Length, f.Data+f.Length
+	}
+	return nil
 }
 
 var errCorruptEntry = fmt.Errorf("undecodable entry: %w", ErrCorrupt)

@@ -32,7 +32,21 @@ type PassOptions struct {
 	CacheDir string
 	// Progress, when set, counts compressed bytes read so far.
 	Progress *atomic.Int64
+	// MaxLayerXattrBytes bounds the names and values of all extended
+	// attributes of one layer, which every view showing the layer holds
+	// in memory; a layer beyond it fails. DefaultMaxLayerXattrBytes when
+	// zero.
+	MaxLayerXattrBytes int64
+	// Ignored, when set, counts entries the pass left out because a
+	// directory in their path starts with ".wh.", a name no filesystem of
+	// an image can hold.
+	Ignored *atomic.Int64
 }
+
+// DefaultMaxLayerXattrBytes is far above real layers (a capability or an
+// SELinux label per file) and keeps a small crafted blob from costing
+// hundreds of MiB in every view that shows it.
+const DefaultMaxLayerXattrBytes = 16 << 20
 
 // ErrDigestMismatch reports a blob whose bytes do not hash to its digest.
 var ErrDigestMismatch = errors.New("blob content does not match its digest")
@@ -167,7 +181,15 @@ func (p *pass) run() (LayerInfo, error) {
 // digest is checked after the tar, so a corrupt blob may first show up as
 // a tar error; both fail the layer.
 func (p *pass) readTar(r *countingReader) (count, whiteouts int64, err error) {
-	tr := tar.NewReader(r)
+	// The capture keeps the raw headers of each entry, from which sparse
+	// maps are read; archive/tar does not expose them.
+	hc := &headerCapture{r: r, off: r.n, from: r.n}
+	tr := tar.NewReader(hc)
+	maxXattrs := p.opts.MaxLayerXattrBytes
+	if maxXattrs <= 0 {
+		maxXattrs = DefaultMaxLayerXattrBytes
+	}
+	var layerXattrs, fragments int64
 	last := ""
 	for {
 		h, err := tr.Next()
@@ -185,8 +207,32 @@ func (p *pass) readTar(r *countingReader) (count, whiteouts int64, err error) {
 		if err != nil {
 			return 0, 0, &EntryError{Layer: p.layer, Path: h.Name, Err: err}
 		}
+		dataEnd := r.n
+		if ok && e.Type == TypeRegular {
+			dataEnd += e.Size
+			if kind := sparseKindOf(h); kind != notSparse {
+				var stored int64
+				if e.Sparse, stored, err = sparseFile(h, kind, hc, r.n); err != nil {
+					return 0, 0, &EntryError{Layer: p.layer, Path: h.Name, Err: err}
+				}
+				dataEnd = r.n + stored
+				if fragments += int64(len(e.Sparse)); fragments > maxLayerSparseFragments {
+					return 0, 0, &EntryError{Layer: p.layer, Path: h.Name, Err: fmt.Errorf("%w: the layer's sparse files have more than %d fragments", errBadSparseMap, maxLayerSparseFragments)}
+				}
+			}
+		}
+		hc.nextEntry(dataEnd)
 		if !ok {
 			continue
+		}
+		if hasWhiteoutDir(e.Path) {
+			if p.opts.Ignored != nil {
+				p.opts.Ignored.Add(1)
+			}
+			continue
+		}
+		if layerXattrs += xattrBytes(e.Xattrs); layerXattrs > maxXattrs {
+			return 0, 0, &EntryError{Layer: p.layer, Path: h.Name, Err: fmt.Errorf("%w: the layer's extended attributes exceed %d bytes", errBadXattr, maxXattrs)}
 		}
 		if err := p.writer.AddEntry(e); err != nil {
 			return 0, 0, p.storeFail(fmt.Errorf("recording entry %q: %w", h.Name, err))
