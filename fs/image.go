@@ -173,19 +173,36 @@ func (n *imageNode) Getxattr(_ context.Context, attr string, dest []byte) (uint3
 	return 0, syscall.ENODATA
 }
 
+// Listxattr leaves out names that cannot be listed: the kernel checks the
+// reply and fails the whole call with EIO when one name is empty (a lone
+// NUL), so one such name would hide every attribute of the file. The
+// layer pass refuses them; this keeps the mount sound whatever a view
+// holds.
 func (n *imageNode) Listxattr(_ context.Context, dest []byte) (uint32, syscall.Errno) {
 	xattrs := n.inode().Xattrs
+	listable := func(name string) bool {
+		for i := range len(name) {
+			if name[i] == 0 {
+				return false
+			}
+		}
+		return name != ""
+	}
 	size := 0
 	for _, x := range xattrs {
-		size += len(x.Name) + 1
+		if listable(x.Name) {
+			size += len(x.Name) + 1
+		}
 	}
 	if len(dest) < size {
 		return uint32(size), syscall.ERANGE
 	}
 	dest = dest[:0]
 	for _, x := range xattrs {
-		dest = append(dest, x.Name...)
-		dest = append(dest, 0)
+		if listable(x.Name) {
+			dest = append(dest, x.Name...)
+			dest = append(dest, 0)
+		}
 	}
 	return uint32(size), 0
 }
