@@ -229,21 +229,16 @@ func (r *Reader) readSpan(ctx context.Context, layer digest.Digest, l *openLayer
 	for {
 		sd, err := r.cache.get(spanKey{layer, i}, func() (*spanData, error) { return r.openSpan(ctx, layer, l, i) })
 		if err != nil {
-			r.noteCorrupt(layer, err)
-			return 0, err
+			return 0, r.readFailed(ctx, layer, l, err)
 		}
 		n, err := sd.readAt(p, off)
 		if errors.Is(err, errSpanDropped) {
 			continue // evicted while we waited; open it again
 		}
 		if err != nil {
-			// A failed span is not kept: the next read starts over,
-			// with the blob opened afresh (maybe from another source).
+			// A failed span is not kept: the next read starts over.
 			r.cache.remove(spanKey{layer, i}, sd)
-			r.dropOpen(layer, l)
-			err = &LayerError{Layer: layer, Err: fmt.Errorf("span %d at offset %d: %w", i, l.spans[i].Out, err)}
-			r.noteCorrupt(layer, err)
-			return n, err
+			return n, r.readFailed(ctx, layer, l, &LayerError{Layer: layer, Err: fmt.Errorf("span %d at offset %d: %w", i, l.spans[i].Out, err)})
 		}
 		return n, nil
 	}
@@ -379,6 +374,18 @@ func (r *Reader) dropOpen(layer digest.Digest, l *openLayer) {
 	if ok {
 		_ = slot.release()
 	}
+}
+
+// readFailed handles a read of l that failed for another reason than its
+// caller giving up: the open blob is dropped, so the next read opens the
+// layer afresh (maybe from another source), and damage is reported.
+func (r *Reader) readFailed(ctx context.Context, layer digest.Digest, l *openLayer, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	r.dropOpen(layer, l)
+	r.noteCorrupt(layer, err)
+	return err
 }
 
 // noteCorrupt passes damage of the index or of the blob to OnCorrupt.
