@@ -133,7 +133,7 @@ func mediaTypeOf(raw []byte) (types.MediaType, error) {
 		return "", fmt.Errorf("not JSON: %w", err)
 	}
 	if probe.SchemaVersion == 1 {
-		return "", errors.New("Docker schema 1 manifests are not supported")
+		return "", errors.New("schema 1 (Docker v2.1) manifests are not supported")
 	}
 	switch {
 	case probe.MediaType != "":
