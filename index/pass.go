@@ -30,6 +30,18 @@ type PassOptions struct {
 	SpanSize int64
 	// CacheDir receives decompressed copies of zstd layers.
 	CacheDir string
+	// MaxLayerSize bounds a layer's uncompressed size, whatever its
+	// compression, and so the size of a zstd layer's decompressed copy;
+	// a pass whose output grows beyond it fails with ErrLayerTooLarge.
+	// DefaultMaxLayerSize when zero.
+	MaxLayerSize int64
+	// MaxZstdWindow bounds the window a zstd frame may ask for, which the
+	// decoder holds in memory; a larger one fails the layer with
+	// ErrZstdWindowTooLarge. DefaultMaxZstdWindow when zero.
+	MaxZstdWindow int64
+	// observeSync, set by tests, sees each step that makes a zstd copy
+	// durable before it happens, and can fail it.
+	observeSync func(step, path string) error
 	// Progress, when set, counts compressed bytes read so far.
 	Progress *atomic.Int64
 	// MaxLayerXattrBytes bounds the names and values of all extended
@@ -91,6 +103,12 @@ type pass struct {
 	opts      PassOptions
 	writer    LayerWriter
 	cachePath string
+	// cacheFinal says the zstd copy was renamed into place, so a failure
+	// after that must remove it there.
+	cacheFinal bool
+	// fault is the first failure recorded below the tar reader; see
+	// recordFault.
+	fault error
 }
 
 func (p *pass) fail(err error) error { return &LayerError{Layer: p.layer, Err: err} }
@@ -114,7 +132,14 @@ func (p *pass) run() (LayerInfo, error) {
 
 	var stream io.Reader
 	var spans *spanRecorder
-	emit := func(s Span) error { return p.writer.AddSpan(s) }
+	// Spans are recorded from inside the readers below the tar reader, so
+	// a failure to store one is recorded as a fault of the state directory.
+	emit := func(s Span) error {
+		if err := p.writer.AddSpan(s); err != nil {
+			return p.recordFault(p.storeFail(fmt.Errorf("recording span at offset %d: %w", s.Out, err)))
+		}
+		return nil
+	}
 	switch {
 	case bytes.HasPrefix(head, gzipMagic):
 		info.Compression = Gzip
@@ -126,45 +151,49 @@ func (p *pass) run() (LayerInfo, error) {
 			return LayerInfo{}, p.fail(err)
 		}
 		defer ix.Close()
-		stream = ix
+		stream = &sizeLimiter{p: p, r: ix, max: p.opts.maxLayerSize()}
 	case bytes.HasPrefix(head, zstdMagic):
 		info.Compression = ZstdCache
 		spans = newSpanRecorder(p.opts.SpanSize, emit)
-		dec, err := zstd.NewReader(compressed, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		window := p.opts.maxZstdWindow()
+		dec, err := zstd.NewReader(compressed, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(uint64(window)))
 		if err != nil {
 			return LayerInfo{}, p.fail(err)
 		}
 		defer dec.Close()
 		cache, err := p.createCache()
 		if err != nil {
-			return LayerInfo{}, p.storeFail(err)
+			return LayerInfo{}, p.storeFail(fmt.Errorf("creating the decompressed copy: %w", err))
 		}
 		defer cache.Close()
-		stream = io.TeeReader(dec, cache)
+		// The limit comes before the copy, so that the copy never grows
+		// beyond it.
+		limited := &sizeLimiter{p: p, r: &zstdLimits{p: p, dec: dec, window: window}, max: p.opts.maxLayerSize()}
+		stream = io.TeeReader(limited, &faultWriter{p: p, w: cache, what: "the decompressed copy " + cache.Name()})
 	default:
 		info.Compression = Uncompressed
 		spans = newSpanRecorder(p.opts.SpanSize, emit)
-		stream = compressed
+		stream = &sizeLimiter{p: p, r: compressed, max: p.opts.maxLayerSize()}
 	}
 
 	uncompressed := &countingReader{r: io.TeeReader(stream, spans)}
 	entries, whiteouts, err := p.readTar(uncompressed)
 	if err != nil {
-		return LayerInfo{}, err
+		return LayerInfo{}, p.explain(err)
 	}
 	// Whatever follows the end-of-archive marker still belongs to the
 	// stream and must be hashed, decompressed and verified.
 	if _, err := io.Copy(io.Discard, uncompressed); err != nil {
-		return LayerInfo{}, p.fail(fmt.Errorf("reading past the end of the tar archive: %w", err))
+		return LayerInfo{}, p.explain(p.fail(fmt.Errorf("reading past the end of the tar archive: %w", err)))
 	}
 	if _, err := io.Copy(io.Discard, compressed); err != nil {
-		return LayerInfo{}, p.fail(fmt.Errorf("reading blob: %w", err))
+		return LayerInfo{}, p.explain(p.fail(fmt.Errorf("reading blob: %w", err)))
 	}
 	if got := digest.NewDigestFromBytes(digest.SHA256, blobHash.Sum(nil)); got != p.layer {
 		return LayerInfo{}, p.fail(fmt.Errorf("%w: %d bytes hash to %s", ErrDigestMismatch, compressed.n, got))
 	}
 	if err := spans.Close(); err != nil {
-		return LayerInfo{}, p.fail(err)
+		return LayerInfo{}, p.explain(p.fail(err))
 	}
 	if err := p.finishCache(); err != nil {
 		return LayerInfo{}, p.storeFail(err)
@@ -255,11 +284,37 @@ func (p *pass) createCache() (*os.File, error) {
 	return os.Create(p.cachePath + ".partial")
 }
 
+// finishCache makes the zstd copy durable under its final name before the
+// layer is committed: the copy's bytes, then the rename, then the
+// directory that records the rename. Otherwise a power loss could leave a
+// committed layer whose copy is missing or short.
 func (p *pass) finishCache() error {
 	if p.cachePath == "" {
 		return nil
 	}
-	f, err := os.OpenFile(p.cachePath+".partial", os.O_RDWR, 0)
+	partial := p.cachePath + ".partial"
+	if err := p.syncPath("sync", partial, os.O_RDWR); err != nil {
+		return fmt.Errorf("syncing the decompressed copy: %w", err)
+	}
+	if err := p.step("rename", p.cachePath); err != nil {
+		return err
+	}
+	if err := os.Rename(partial, p.cachePath); err != nil {
+		return fmt.Errorf("moving the decompressed copy into place: %w", err)
+	}
+	p.cacheFinal = true
+	if err := p.syncPath("syncdir", p.opts.CacheDir, os.O_RDONLY); err != nil {
+		return fmt.Errorf("syncing the directory of the decompressed copy: %w", err)
+	}
+	return nil
+}
+
+// syncPath fsyncs a file or directory by name.
+func (p *pass) syncPath(step, name string, flag int) error {
+	if err := p.step(step, name); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(name, flag, 0)
 	if err != nil {
 		return err
 	}
@@ -267,15 +322,25 @@ func (p *pass) finishCache() error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return fmt.Errorf("syncing decompressed cache: %w", err)
+	return err
+}
+
+// step tells a test's observer what is about to happen.
+func (p *pass) step(step, path string) error {
+	if p.opts.observeSync == nil {
+		return nil
 	}
-	return os.Rename(p.cachePath+".partial", p.cachePath)
+	return p.opts.observeSync(step, path)
 }
 
 func (p *pass) removeCache() {
-	if p.cachePath != "" {
-		_ = os.Remove(p.cachePath + ".partial")
+	if p.cachePath == "" {
+		return
+	}
+	_ = os.Remove(p.cachePath + ".partial")
+	if p.cacheFinal {
+		// The layer was not committed, so nothing reads this copy.
+		_ = os.Remove(p.cachePath)
 	}
 }
 
