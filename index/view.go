@@ -1,10 +1,7 @@
 package index
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"path"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -19,7 +16,9 @@ type Ino uint32
 // RootIno is the image's root directory.
 const RootIno Ino = 1
 
-// Inode is one file of a merged image. Hard links share one Inode.
+// Inode is one file of a merged image. Hard links share one Inode. View
+// hands out copies; the slices in it belong to the View and must not be
+// modified.
 type Inode struct {
 	Type               EntryType
 	Mode               uint32
@@ -44,10 +43,64 @@ type Dirent struct {
 }
 
 // View is the immutable merged filesystem of an image.
+//
+// Views of every shown image stay in memory for as long as the image is
+// shown, so a View is laid out to cost little per entry (about 64 bytes
+// plus the name): one fixed-size record per inode, every directory's
+// entries in one flat array, and every name in one string. What most
+// inodes lack (link targets, xattrs, sparse maps) lives out of line, and
+// xattr sets, which many files of an image share, are stored once.
 type View struct {
-	layers   []digest.Digest
-	inodes   []Inode
-	children [][]Dirent
+	layers []digest.Digest
+	inodes []inodeRecord
+	// dirents holds the entries of every directory, each directory's
+	// entries contiguous and sorted by name.
+	dirents []direntRecord
+	// names holds the names of dirents in the same order, back to back:
+	// entry i's name ends where entry i+1's begins. A string, so that a
+	// Dirent's Name is a substring of it and costs no allocation.
+	names string
+	// links holds the targets of symlinks back to back.
+	links string
+	// xattrs holds each distinct xattr set once; inodes refer to it by
+	// index, and 0 means none.
+	xattrs [][]Xattr
+	// sparse holds the fragment maps of sparse files; a sparse file's
+	// record refers to it by index + 1.
+	sparse [][]Fragment
+}
+
+// inodeRecord is an Inode in 56 bytes. What a field means depends on the
+// type, which is kept in the top byte of mode.
+type inodeRecord struct {
+	// size is a regular file's logical size or a symlink target's length.
+	size int64
+	// data is a regular file's data offset in its layer's stream, a
+	// symlink target's offset in View.links, a directory's first entry
+	// in View.dirents, or a device's major<<32 | minor.
+	data      int64
+	mtimeSec  int64
+	mtimeNsec uint32
+	// mode holds the permission bits (07777) and, from bit 24, the type.
+	mode     uint32
+	uid, gid uint32
+	nlink    uint32
+	xattrs   uint32
+	// aux is a directory's entry count, or a sparse file's index + 1 in
+	// View.sparse.
+	aux uint32
+	// layer is a regular file's layer index; -1 otherwise.
+	layer int32
+}
+
+const recordTypeShift = 24
+
+func (r *inodeRecord) typ() EntryType { return EntryType(r.mode >> recordTypeShift) }
+
+// direntRecord is a Dirent without its name, which View.names holds.
+type direntRecord struct {
+	name uint32 // offset of the name in View.names
+	ino  Ino
 }
 
 // Layers returns the layer digests, lowest first.
@@ -56,28 +109,119 @@ func (v *View) Layers() []digest.Digest { return v.layers }
 // Len returns the number of inodes.
 func (v *View) Len() int { return len(v.inodes) }
 
-// Inode returns the inode numbered ino, or nil when there is none.
-func (v *View) Inode(ino Ino) *Inode {
+func (v *View) record(ino Ino) *inodeRecord {
 	if ino < RootIno || int(ino) > len(v.inodes) {
 		return nil
 	}
 	return &v.inodes[ino-1]
 }
 
-// ReadDir returns the entries of directory ino sorted by name.
-func (v *View) ReadDir(ino Ino) []Dirent {
-	if ino < RootIno || int(ino) > len(v.children) {
+// Inode returns a copy of the inode numbered ino, or nil when there is
+// none. Stat does the same without allocating.
+func (v *View) Inode(ino Ino) *Inode {
+	in, ok := v.Stat(ino)
+	if !ok {
 		return nil
 	}
-	return v.children[ino-1]
+	return &in
+}
+
+// Stat returns the inode numbered ino, and false when there is none. The
+// View keeps inodes packed, so this unpacks one.
+func (v *View) Stat(ino Ino) (Inode, bool) {
+	r := v.record(ino)
+	if r == nil {
+		return Inode{}, false
+	}
+	in := Inode{
+		Type:    r.typ(),
+		Mode:    r.mode & 0o7777,
+		UID:     r.uid,
+		GID:     r.gid,
+		ModTime: time.Unix(r.mtimeSec, int64(r.mtimeNsec)).UTC(),
+		Xattrs:  v.xattrs[r.xattrs],
+		Nlink:   r.nlink,
+		Layer:   int(r.layer),
+	}
+	switch in.Type {
+	case TypeRegular:
+		in.Size, in.Offset = r.size, r.data
+		if r.aux > 0 {
+			in.Sparse = v.sparse[r.aux-1]
+		}
+	case TypeSymlink:
+		in.Size = r.size
+		in.Linkname = v.links[r.data : r.data+r.size]
+	case TypeChar, TypeBlock:
+		in.DevMajor, in.DevMinor = uint32(r.data>>32), uint32(r.data)
+	}
+	return in, true
+}
+
+// Type returns the type of inode ino, or 0 when there is none. It is
+// cheaper than Inode for a caller that needs nothing else, such as a
+// directory listing.
+func (v *View) Type(ino Ino) EntryType {
+	if r := v.record(ino); r != nil {
+		return r.typ()
+	}
+	return 0
+}
+
+// entries returns the range of dir's entries in v.dirents.
+func (v *View) entries(dir Ino) (start, end int) {
+	r := v.record(dir)
+	if r == nil || r.typ() != TypeDir {
+		return 0, 0
+	}
+	return int(r.data), int(r.data) + int(r.aux)
+}
+
+// DirLen returns the number of entries of directory dir; 0 when dir is
+// not a directory.
+func (v *View) DirLen(dir Ino) int {
+	start, end := v.entries(dir)
+	return end - start
+}
+
+// DirEntry returns entry i (0 ≤ i < DirLen(dir)) of directory dir, in name
+// order. Its Name shares memory with the View.
+func (v *View) DirEntry(dir Ino, i int) Dirent {
+	start, _ := v.entries(dir)
+	return v.dirent(start + i)
+}
+
+func (v *View) dirent(i int) Dirent {
+	return Dirent{Name: v.direntName(i), Ino: v.dirents[i].ino}
+}
+
+func (v *View) direntName(i int) string {
+	end := len(v.names)
+	if i+1 < len(v.dirents) {
+		end = int(v.dirents[i+1].name)
+	}
+	return v.names[v.dirents[i].name:end]
+}
+
+// ReadDir returns the entries of directory ino sorted by name.
+func (v *View) ReadDir(ino Ino) []Dirent {
+	start, end := v.entries(ino)
+	if start == end {
+		return nil
+	}
+	out := make([]Dirent, 0, end-start)
+	for i := start; i < end; i++ {
+		out = append(out, v.dirent(i))
+	}
+	return out
 }
 
 // Lookup finds name in directory dir.
 func (v *View) Lookup(dir Ino, name string) (Ino, bool) {
-	ents := v.ReadDir(dir)
-	i := sort.Search(len(ents), func(i int) bool { return ents[i].Name >= name })
-	if i < len(ents) && ents[i].Name == name {
-		return ents[i].Ino, true
+	start, end := v.entries(dir)
+	i := start + sort.Search(end-start, func(i int) bool { return v.direntName(start+i) >= name })
+	if i < end && v.direntName(i) == name {
+		return v.dirents[i].ino, true
 	}
 	return 0, false
 }
@@ -99,265 +243,38 @@ func (v *View) LookupPath(p string) (Ino, bool) {
 	return ino, true
 }
 
-// BuildView merges the completed layers (lowest first) into a View,
-// applying the OCI image spec's overlay rules: whiteouts and opaque markers
-// hide what lower layers had, later entries replace earlier ones (also
-// across types), missing parents appear as directories and hard links share
-// their target's inode.
-func BuildView(ctx context.Context, store Store, layers []digest.Digest) (*View, error) {
-	b := newViewBuilder()
-	for i, layer := range layers {
-		if err := b.applyLayer(ctx, store, i, layer); err != nil {
-			return nil, err
+// Path returns a path of inode ino from the root ("" for the root itself),
+// and false when there is none. A hard-linked inode has several; Path
+// returns one of them.
+//
+// The View keeps no parent links, which would cost every inode 4 bytes for
+// the sake of error messages, so Path scans the whole View: it is meant for
+// reporting a failure, not for serving requests.
+func (v *View) Path(ino Ino) (string, bool) {
+	if v.record(ino) == nil {
+		return "", false
+	}
+	parent := make([]Ino, len(v.inodes)+1)
+	name := make([]int32, len(v.inodes)+1)
+	for i := range v.inodes {
+		r := &v.inodes[i]
+		if r.typ() != TypeDir {
+			continue
 		}
-	}
-	return b.freeze(layers), nil
-}
-
-// buildNode is the mutable form of an inode while layers are applied.
-type buildNode struct {
-	Inode
-	children map[string]*buildNode // non-nil for directories
-}
-
-type viewBuilder struct {
-	root *buildNode
-	// nodes counts the nodes ever made, so freeze can size its tables once.
-	nodes int
-}
-
-func newViewBuilder() *viewBuilder {
-	return &viewBuilder{root: newImplicitDir(), nodes: 1}
-}
-
-// newImplicitDir makes a directory that no entry described, as extraction
-// tools do with 0755 root:root.
-func newImplicitDir() *buildNode {
-	return &buildNode{
-		Inode:    Inode{Type: TypeDir, Mode: 0o755, Layer: -1, ModTime: time.Unix(0, 0).UTC()},
-		children: map[string]*buildNode{},
-	}
-}
-
-var (
-	errParentNotDir     = errors.New("a parent path component is not a directory")
-	errParentSymlink    = errors.New("a parent path component is a symlink; refusing to follow it")
-	errHardlinkMissing  = errors.New("hard link target does not exist")
-	errHardlinkToDir    = errors.New("hard link target is a directory")
-	errRootNotDir       = errors.New("the root entry is not a directory")
-)
-
-func (b *viewBuilder) applyLayer(ctx context.Context, store Store, li int, layer digest.Digest) error {
-	info, err := store.Layer(ctx, layer)
-	if err != nil {
-		return err
-	}
-	if !info.WhiteoutFree {
-		if err := b.applyWhiteouts(ctx, store, layer); err != nil {
-			return fmt.Errorf("layer %s: applying whiteouts: %w", layer, err)
-		}
-	}
-	return store.Entries(ctx, layer, func(e Entry) error {
-		if _, name := path.Split(e.Path); strings.HasPrefix(name, whiteoutPrefix) {
-			return nil
-		}
-		if err := b.add(li, e); err != nil {
-			return &EntryError{Layer: layer, Path: e.Path, Err: err}
-		}
-		return nil
-	})
-}
-
-// applyWhiteouts hides what the layer's whiteouts name. Whiteouts only
-// hide what lower layers had (OCI image spec), so they all apply before
-// any entry of the same layer is added.
-func (b *viewBuilder) applyWhiteouts(ctx context.Context, store Store, layer digest.Digest) error {
-	return store.Entries(ctx, layer, func(e Entry) error {
-		dir, name := path.Split(e.Path)
-		if !strings.HasPrefix(name, whiteoutPrefix) {
-			return nil
-		}
-		parent, err := b.walkDir(strings.TrimSuffix(dir, "/"), false)
-		if err != nil || parent == nil {
-			return nil // nothing below to hide
-		}
-		if name == opaqueMarker {
-			for n, child := range parent.children {
-				b.unlink(child)
-				delete(parent.children, n)
-			}
-			return nil
-		}
-		target := strings.TrimPrefix(name, whiteoutPrefix)
-		if child, ok := parent.children[target]; ok {
-			b.unlink(child)
-			delete(parent.children, target)
-		}
-		return nil
-	})
-}
-
-// walkDir returns the directory at p, creating missing directories when
-// create is set. Without create a missing directory yields nil, nil.
-func (b *viewBuilder) walkDir(p string, create bool) (*buildNode, error) {
-	n := b.root
-	if p == "" {
-		return n, nil
-	}
-	for _, c := range strings.Split(p, "/") {
-		child, ok := n.children[c]
-		switch {
-		case !ok && !create:
-			return nil, nil
-		case !ok:
-			child = newImplicitDir()
-			b.nodes++
-			n.children[c] = child
-		case child.Type == TypeSymlink:
-			return nil, errParentSymlink
-		case child.Type != TypeDir:
-			return nil, errParentNotDir
-		}
-		n = child
-	}
-	return n, nil
-}
-
-func (b *viewBuilder) add(li int, e Entry) error {
-	if e.Path == "" {
-		if e.Type != TypeDir {
-			return errRootNotDir
-		}
-		b.root.Inode = inodeFromEntry(e, li)
-		return nil
-	}
-	dir, name := path.Split(e.Path)
-	parent, err := b.walkDir(strings.TrimSuffix(dir, "/"), true)
-	if err != nil {
-		return err
-	}
-	existing := parent.children[name]
-	switch e.Type {
-	case TypeDir:
-		if existing != nil && existing.Type == TypeDir {
-			existing.Inode = inodeFromEntry(e, li)
-			return nil
-		}
-		n := &buildNode{Inode: inodeFromEntry(e, li), children: map[string]*buildNode{}}
-		b.nodes++
-		b.replace(parent, name, existing, n)
-	case TypeHardlink:
-		target, err := b.lookupTarget(e.Linkname)
-		if err != nil {
-			return fmt.Errorf("link to %q: %w", e.Linkname, err)
-		}
-		if target == existing {
-			return nil
-		}
-		b.replace(parent, name, existing, target)
-	default:
-		b.nodes++
-		b.replace(parent, name, existing, &buildNode{Inode: inodeFromEntry(e, li)})
-	}
-	return nil
-}
-
-func (b *viewBuilder) lookupTarget(p string) (*buildNode, error) {
-	dir, name := path.Split(p)
-	parent, err := b.walkDir(strings.TrimSuffix(dir, "/"), false)
-	if err != nil {
-		return nil, err
-	}
-	if parent == nil || name == "" {
-		return nil, errHardlinkMissing
-	}
-	target, ok := parent.children[name]
-	if !ok {
-		return nil, errHardlinkMissing
-	}
-	if target.Type == TypeDir {
-		return nil, errHardlinkToDir
-	}
-	return target, nil
-}
-
-func (b *viewBuilder) replace(parent *buildNode, name string, old, n *buildNode) {
-	if old != nil {
-		b.unlink(old)
-	}
-	n.Nlink++
-	parent.children[name] = n
-}
-
-// unlink drops one name of n; a directory takes its whole subtree with it,
-// so hard links into that subtree lose a link each.
-func (b *viewBuilder) unlink(n *buildNode) {
-	n.Nlink--
-	for _, child := range n.children {
-		b.unlink(child)
-	}
-}
-
-func inodeFromEntry(e Entry, li int) Inode {
-	in := Inode{
-		Type:     e.Type,
-		Mode:     e.Mode & 0o7777,
-		UID:      e.UID,
-		GID:      e.GID,
-		ModTime:  e.ModTime,
-		Linkname: e.Linkname,
-		DevMajor: e.DevMajor,
-		DevMinor: e.DevMinor,
-		Xattrs:   e.Xattrs,
-		Layer:    -1,
-	}
-	switch e.Type {
-	case TypeRegular:
-		in.Size, in.Layer, in.Offset, in.Sparse = e.Size, li, e.Offset, e.Sparse
-	case TypeSymlink:
-		in.Size = int64(len(e.Linkname))
-	}
-	return in
-}
-
-// freeze numbers reachable inodes in path order and drops the maps.
-func (b *viewBuilder) freeze(layers []digest.Digest) *View {
-	v := &View{
-		layers:   append([]digest.Digest(nil), layers...),
-		inodes:   make([]Inode, 0, b.nodes),
-		children: make([][]Dirent, 0, b.nodes),
-	}
-	numbers := make(map[*buildNode]Ino, b.nodes)
-	var visit func(n *buildNode) Ino
-	visit = func(n *buildNode) Ino {
-		if ino, ok := numbers[n]; ok {
-			return ino
-		}
-		v.inodes = append(v.inodes, n.Inode)
-		v.children = append(v.children, nil)
-		ino := Ino(len(v.inodes))
-		numbers[n] = ino
-		if n.Type != TypeDir {
-			return ino
-		}
-		names := make([]string, 0, len(n.children))
-		for name := range n.children {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		ents := make([]Dirent, len(names))
-		subdirs := uint32(0)
-		for i, name := range names {
-			child := n.children[name]
-			ents[i] = Dirent{Name: name, Ino: visit(child)}
-			if child.Type == TypeDir {
-				subdirs++
+		for j := int(r.data); j < int(r.data)+int(r.aux); j++ {
+			if child := v.dirents[j].ino; parent[child] == 0 {
+				parent[child], name[child] = Ino(i+1), int32(j)
 			}
 		}
-		v.children[ino-1] = ents
-		v.inodes[ino-1].Nlink = 2 + subdirs
-		return ino
 	}
-	visit(b.root)
-	return v
+	var components []string
+	for ino != RootIno {
+		if parent[ino] == 0 {
+			return "", false
+		}
+		components = append(components, v.direntName(int(name[ino])))
+		ino = parent[ino]
+	}
+	slices.Reverse(components)
+	return strings.Join(components, "/"), true
 }
