@@ -24,6 +24,9 @@ type Root struct {
 	// mounted is the live root node; invalidations go through it. It is
 	// nil before Mount, when the kernel caches nothing to invalidate.
 	mounted atomic.Pointer[rootNode]
+	// images finds every image still shown or held by the kernel by its
+	// serial; imageFS answers requests about image inodes through it.
+	images *imageTable
 
 	mu              sync.RWMutex
 	namespaces      map[string]*namespaceEntry
@@ -66,6 +69,7 @@ func NewRoot(reader ContentReader, opts Options) *Root {
 		reader:          reader,
 		opts:            opts,
 		log:             opts.Logger,
+		images:          newImageTable(),
 		namespaces:      map[string]*namespaceEntry{},
 		changed:         time.Now(),
 		nextCatalogIno:  catalogInoBase,
@@ -173,7 +177,7 @@ func (r *Root) setStream(namespace, stream string, tags map[string]digest.Digest
 // newImage publishes view under a fresh serial, or returns nil when it
 // cannot be shown.
 func (r *Root) newImage(namespace, stream string, d digest.Digest, view *index.View) *image {
-	if err := d.Validate(); err != nil || view == nil || view.Inode(index.RootIno) == nil {
+	if err := d.Validate(); err != nil || view == nil || view.Type(index.RootIno) != index.TypeDir {
 		r.log.Error("refusing to show an image without a valid digest and view",
 			"namespace", namespace, "stream", stream, "image", d, "err", err)
 		return nil
@@ -185,7 +189,7 @@ func (r *Root) newImage(namespace, stream string, d digest.Digest, view *index.V
 	}
 	serial := r.nextImageSerial
 	r.nextImageSerial++
-	return &image{
+	img := &image{
 		digest:  d,
 		serial:  serial,
 		view:    view,
@@ -193,6 +197,8 @@ func (r *Root) newImage(namespace, stream string, d digest.Digest, view *index.V
 		timeout: r.opts.ImageTimeout,
 		log:     r.log.With("image", d.String()),
 	}
+	r.images.add(img)
+	return img
 }
 
 // RemoveStream stops showing a stream. Processes that hold files or

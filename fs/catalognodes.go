@@ -196,7 +196,7 @@ func (n *streamNode) lookupImage(ctx context.Context, name string, out *fuse.Ent
 	if img == nil {
 		return nil, r.catalogMiss(out)
 	}
-	child := img.newNode(ctx, &n.Inode, img.rootIno(), out)
+	child := img.newRootNode(ctx, &n.Inode, out)
 	// The name goes away when the stream drops the image; the content
 	// behind it never changes.
 	out.SetEntryTimeout(r.opts.CatalogTimeout)

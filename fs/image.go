@@ -16,8 +16,10 @@ import (
 )
 
 // image is one published image: its view, and the serial that makes its
-// inode numbers unique in the mount. Nodes hold it, so an image the catalog
-// dropped lives on for as long as the kernel holds any of its nodes.
+// inode numbers unique in the mount. The catalog, the root node the kernel
+// holds, and the image table while the kernel holds inodes below the root
+// keep it, so an image the catalog dropped lives on for as long as the
+// kernel holds any of its inodes.
 type image struct {
 	digest  digest.Digest
 	serial  uint64
@@ -32,66 +34,70 @@ func (img *image) rootIno() index.Ino { return index.RootIno }
 // ino returns the mount-wide inode number of the view's inode.
 func (img *image) ino(ino index.Ino) uint64 { return imageIno(img.serial, ino) }
 
-// newNode returns the node for the view's inode ino below parent and fills
-// out for the kernel. Every name of a hard-linked inode gets the same
-// StableAttr, so go-fuse hands out one node and the kernel sees one inode.
-func (img *image) newNode(ctx context.Context, parent *gofs.Inode, ino index.Ino, out *fuse.EntryOut) *gofs.Inode {
-	in := img.view.Inode(ino)
-	fillImageAttr(&out.Attr, img.ino(ino), in)
-	out.SetEntryTimeout(img.timeout)
-	out.SetAttrTimeout(img.timeout)
-	return parent.NewInode(ctx, &imageNode{img: img, ino: ino},
-		gofs.StableAttr{Mode: fileTypeBits(in.Type), Ino: img.ino(ino)})
+// newRootNode returns the go-fuse node of the image's root directory below
+// a stream directory and fills out for the kernel. Only the root is a
+// go-fuse node, so that the catalog can name it, invalidate it and keep
+// the image alive through it; imageFS answers every request about it and
+// everything below it.
+func (img *image) newRootNode(ctx context.Context, parent *gofs.Inode, out *fuse.EntryOut) *gofs.Inode {
+	img.fillEntry(out, img.rootIno())
+	return parent.NewInode(ctx, &imageRoot{img: img},
+		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: img.ino(img.rootIno())})
 }
 
-// imageNode is any file, directory, symlink or special file of an image.
-// Its answers never change, so the kernel may cache them for ImageTimeout.
-type imageNode struct {
+// fillEntry answers a lookup of the view's inode ino. Its answers never
+// change, so the kernel may cache them for ImageTimeout.
+func (img *image) fillEntry(out *fuse.EntryOut, ino index.Ino) {
+	in, _ := img.view.Stat(ino)
+	out.NodeId = img.ino(ino)
+	out.Generation = 0
+	fillImageAttr(&out.Attr, img.ino(ino), &in)
+	out.SetEntryTimeout(img.timeout)
+	out.SetAttrTimeout(img.timeout)
+}
+
+// imageRoot is the root directory of an image as go-fuse's tree holds it.
+// imageFS answers the kernel's requests about it; go-fuse only keeps it
+// for as long as the kernel holds the root, and with it the image.
+type imageRoot struct {
 	gofs.Inode
-	readOnly
+	img *image
+}
+
+var _ gofs.NodeGetattrer = (*imageRoot)(nil)
+
+// Getattr answers for the root should go-fuse ever ask it directly.
+func (n *imageRoot) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	node := imageNode{img: n.img, ino: n.img.rootIno()}
+	return node.Getattr(ctx, fh, out)
+}
+
+// imageNode is any file, directory, symlink or special file of an image:
+// a view's inode, named only for the length of one request. The daemon
+// keeps nothing per inode the kernel holds (see imageFS).
+type imageNode struct {
 	img *image
 	ino index.Ino
 }
 
-var (
-	_ gofs.NodeGetattrer      = (*imageNode)(nil)
-	_ gofs.NodeLookuper       = (*imageNode)(nil)
-	_ gofs.NodeOpendirHandler = (*imageNode)(nil)
-	_ gofs.NodeReadlinker     = (*imageNode)(nil)
-	_ gofs.NodeOpener         = (*imageNode)(nil)
-	_ gofs.NodeFlusher        = (*imageNode)(nil)
-	_ gofs.NodeReader         = (*imageNode)(nil)
-	_ gofs.NodeGetxattrer     = (*imageNode)(nil)
-	_ gofs.NodeListxattrer    = (*imageNode)(nil)
-	_ gofs.NodeStatfser       = (*imageNode)(nil)
-)
+func (n *imageNode) inode() index.Inode {
+	in, _ := n.img.view.Stat(n.ino)
+	return in
+}
 
-func (n *imageNode) inode() *index.Inode { return n.img.view.Inode(n.ino) }
+// path names the inode in a log message. The daemon keeps no path per
+// inode, so it is looked up, which costs a scan of the view: only for
+// failures.
+func (n *imageNode) path() string {
+	p, _ := n.img.view.Path(n.ino)
+	return p
+}
 
 func (n *imageNode) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fillImageAttr(&out.Attr, n.img.ino(n.ino), n.inode())
+	in := n.inode()
+	fillImageAttr(&out.Attr, n.img.ino(n.ino), &in)
 	out.SetTimeout(n.img.timeout)
 	return 0
-}
-
-func (n *imageNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	child, ok := n.img.view.Lookup(n.ino, name)
-	if !ok {
-		// Cached for the mount's NegativeTimeout: an image never
-		// gains a name.
-		return nil, syscall.ENOENT
-	}
-	return n.img.newNode(ctx, &n.Inode, child, out), 0
-}
-
-// OpendirHandle lets the kernel keep the listing in its page cache
-// (FOPEN_CACHE_DIR): an image directory never changes.
-func (n *imageNode) OpendirHandle(context.Context, uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if n.inode().Type != index.TypeDir {
-		return nil, 0, syscall.ENOTDIR
-	}
-	h := &imageDirHandle{node: n, entries: n.img.view.ReadDir(n.ino)}
-	return h, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (n *imageNode) Readlink(context.Context) ([]byte, syscall.Errno) {
@@ -112,17 +118,10 @@ func (n *imageNode) Open(_ context.Context, flags uint32) (gofs.FileHandle, uint
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&(syscall.O_TRUNC|syscall.O_CREAT) != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	if n.inode().Type != index.TypeRegular {
+	if n.img.view.Type(n.ino) != index.TypeRegular {
 		return nil, 0, syscall.EINVAL
 	}
 	return nil, 0, syscall.ENOSYS
-}
-
-// Flush answers ENOSYS so the kernel stops sending FLUSH on close for the
-// whole mount (FOPEN_NOFLUSH cannot be set without OPEN). Nothing is ever
-// written, so there is nothing to flush.
-func (n *imageNode) Flush(context.Context, gofs.FileHandle) syscall.Errno {
-	return syscall.ENOSYS
 }
 
 // Read fills dest from the file's bytes in its layer's uncompressed stream.
@@ -138,11 +137,11 @@ func (n *imageNode) Read(ctx context.Context, _ gofs.FileHandle, dest []byte, of
 	layers := n.img.view.Layers()
 	if in.Layer < 0 || in.Layer >= len(layers) {
 		n.img.log.Error("image file has no layer to read from",
-			"path", n.Path(nil), "ino", n.ino, "layer_index", in.Layer)
+			"path", n.path(), "ino", n.ino, "layer_index", in.Layer)
 		return nil, syscall.EIO
 	}
 	layer := layers[in.Layer]
-	got, err := index.ReadFile(ctx, n.img.reader, layer, in, buf, off)
+	got, err := index.ReadFile(ctx, n.img.reader, layer, &in, buf, off)
 	if got == len(buf) {
 		return fuse.ReadResultData(buf), 0
 	}
@@ -153,7 +152,7 @@ func (n *imageNode) Read(ctx context.Context, _ gofs.FileHandle, dest []byte, of
 		// The reader gave up because the caller was interrupted.
 		return nil, syscall.EINTR
 	}
-	n.img.log.Error("reading image file", "path", n.Path(nil), "layer", layer,
+	n.img.log.Error("reading image file", "path", n.path(), "ino", n.ino, "layer", layer,
 		"offset", off, "length", len(buf), "err", err)
 	return nil, syscall.EIO
 }

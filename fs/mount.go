@@ -37,7 +37,7 @@ func Mount(mountpoint string, root *Root, opts Options) (*fuse.Server, error) {
 		return nil, err
 	}
 	node := &rootNode{root: root}
-	server, err := gofs.Mount(mountpoint, node, gofsOptions(root, opts))
+	server, err := mountImages(mountpoint, node, root, gofsOptions(root, opts))
 	if err != nil {
 		return nil, fmt.Errorf("mounting %s at %s: %w", fsName, mountpoint, err)
 	}
