@@ -9,6 +9,10 @@
 //   - a full read of every file in path order / serial `gzip -dc`
 //   - index bytes per entry and checkpoint bytes as % of tar size
 //   - the daemon's peak RSS
+//   - the daemon's resident set with a 1,000,000-entry image shown: idle,
+//     and after `find` and an lstat of every entry
+//
+// -only=memory runs just the last one.
 package main
 
 import (
@@ -45,6 +49,8 @@ type config struct {
 	dir         string
 	randomReads int
 	listen      string
+	only        string
+	pprof       bool
 }
 
 func main() {
@@ -53,6 +59,8 @@ func main() {
 	flag.StringVar(&c.dir, "dir", "/var/tmp/explodefs-bench", "work directory (the generated image is kept there between runs)")
 	flag.IntVar(&c.randomReads, "random-reads", 2000, "cold random reads to sample")
 	flag.StringVar(&c.listen, "listen", "127.0.0.1:19797", "daemon HTTP listener")
+	flag.StringVar(&c.only, "only", "", `run one part: "memory" (the million-entry image); empty runs all`)
+	flag.BoolVar(&c.pprof, "pprof", false, "save the daemon's heap profiles of the memory run in the work directory")
 	flag.Parse()
 	log.SetFlags(0)
 	if err := run(c); err != nil {
@@ -73,6 +81,7 @@ type figures struct {
 	windowBytes           int64
 	sstBytes              int64
 	peakRSS               int64
+	mem                   memFigures
 }
 
 func run(c config) error {
@@ -80,6 +89,31 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
+	switch c.only {
+	case "":
+	case "memory":
+		mem, err := memoryRun(c, bin)
+		if err != nil {
+			return err
+		}
+		reportMemory(mem)
+		return nil
+	default:
+		return fmt.Errorf("-only=%q: want memory or nothing", c.only)
+	}
+	var f figures
+	if err := runSpeed(c, bin, &f); err != nil {
+		return err
+	}
+	if f.mem, err = memoryRun(c, bin); err != nil {
+		return err
+	}
+	report(f)
+	return nil
+}
+
+// runSpeed measures the speed figures and the index size on the bench image.
+func runSpeed(c config, bin string, f *figures) error {
 	layout := filepath.Join(c.dir, "generated", "app")
 	bench, err := generate(layout)
 	if err != nil {
@@ -89,7 +123,6 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
-	var f figures
 	for _, l := range layers {
 		fi, err := os.Stat(l)
 		if err != nil {
@@ -172,11 +205,7 @@ func run(c config) error {
 	if err := d.stop(); err != nil {
 		return err
 	}
-	if err := indexSizes(state, layers, &f); err != nil {
-		return err
-	}
-	report(f)
-	return nil
+	return indexSizes(state, layers, f)
 }
 
 func generate(layout string) (imagegen.Bench, error) {
@@ -371,6 +400,9 @@ func indexSizes(state string, layers []string, f *figures) error {
 type daemon struct {
 	cmd    *exec.Cmd
 	listen string
+	// stopped holds the result of the first stop, so stopping twice (a
+	// deferred stop after an explicit one) is harmless.
+	stopped *error
 }
 
 func startDaemon(bin, listen, src, state, mnt string, extra ...string) (*daemon, error) {
@@ -435,6 +467,15 @@ func (d *daemon) peakRSS() int64 {
 }
 
 func (d *daemon) stop() error {
+	if d.stopped != nil {
+		return *d.stopped
+	}
+	err := d.signalStop()
+	d.stopped = &err
+	return err
+}
+
+func (d *daemon) signalStop() error {
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- d.cmd.Wait() }()
