@@ -211,6 +211,44 @@ func TestOptionsRelaxComparison(t *testing.T) {
 	}
 }
 
+// AllowDroppedEmptyXattrs forgives exactly an empty value that want
+// lacks: not a value that differs, not a non-empty one, not the reverse.
+func TestAllowDroppedEmptyXattrs(t *testing.T) {
+	requireRoot(t)
+	want := buildTree(t, nil)
+	got := buildTree(t, func(root string) {
+		for name, value := range map[string]string{"user.empty": "", "user.full": "v"} {
+			if err := unix.Setxattr(filepath.Join(root, "f"), name, []byte(value), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := unix.Setxattr(filepath.Join(root, "x"), "user.a", nil, 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := unix.Setxattr(filepath.Join(want, "d"), "user.gone", nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	strict, err := Compare(want, got, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	relaxed, err := Compare(want, got, Options{AllowDroppedEmptyXattrs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(strict) != 4 {
+		t.Errorf("strict comparison: want 4 xattr differences, got:\n%s", Report(strict, 0))
+	}
+	var kept []string
+	for _, d := range relaxed {
+		kept = append(kept, d.Path+" "+d.Want+" "+d.Got)
+	}
+	if want := "d user.gone=\"\" user.gone absent|f user.full absent user.full=\"v\"|x user.a=\"1\" user.a=\"\""; strings.Join(kept, "|") != want {
+		t.Errorf("relaxed comparison kept %q, want %q", kept, want)
+	}
+}
+
 // TestDeeperThanPathMax checks that trees whose paths exceed PATH_MAX are
 // scanned, as the deep-path test image produces them.
 func TestDeeperThanPathMax(t *testing.T) {
