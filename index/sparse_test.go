@@ -130,7 +130,7 @@ func checkFilesRead(t *testing.T, store index.Store, r index.LayerReader, d dige
 // keep their own bytes.
 func TestSparseFilesAllFormats(t *testing.T) {
 	requireGNUTar(t)
-	samples := imagegen.SparseSamples()
+	samples := imagegen.SparseSamples("sparse")
 	wantHoley := 0
 	for _, f := range samples {
 		var data int
@@ -161,7 +161,7 @@ func TestSparseFilesAllFormats(t *testing.T) {
 // The sparse map survives Badger's encoding.
 func TestSparseFilesThroughBadger(t *testing.T) {
 	requireGNUTar(t)
-	raw, err := imagegen.GNUTarSparse(t.TempDir(), imagegen.SparseOldGNU, imagegen.SparseSamples())
+	raw, err := imagegen.GNUTarSparse(t.TempDir(), imagegen.SparseOldGNU, imagegen.SparseSamples("sparse"))
 	if err != nil {
 		t.Fatal(err)
 	}

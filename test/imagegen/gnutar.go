@@ -137,31 +137,32 @@ func parents(name string) []string {
 	return out
 }
 
-// SparseSamples are holey files that exercise every part of a sparse map:
+// SparseSamples are holey files under dir that exercise every part of a
+// sparse map:
 // holes at the start, middle and end, no data at all, more fragments than
 // one header holds (GNU extension blocks, a 1.0 map of several blocks), a
 // name too long for a plain header, and dense files after them whose bytes
 // would show through if a sparse file were served from its stored size.
-func SparseSamples() []HoleyFile {
-	many := HoleyFile{Name: "sparse/many-fragments", Size: 300 * 64 << 10}
+func SparseSamples(dir string) []HoleyFile {
+	many := HoleyFile{Name: dir + "/many-fragments", Size: 300 * 64 << 10}
 	for i := range 300 {
 		if i%3 != 1 {
 			many.Chunks = append(many.Chunks, Chunk{Offset: int64(i) * 64 << 10, Data: []byte(fmt.Sprintf("fragment %03d\n", i))})
 		}
 	}
-	long := "sparse/" + strings.Repeat("a-rather-long-directory-name/", 4) + "holey"
+	long := dir + "/" + strings.Repeat("a-rather-long-directory-name/", 4) + "holey"
 	return []HoleyFile{
-		{Name: "sparse/middle-hole", Size: 1 << 20, Chunks: []Chunk{
+		{Name: dir + "/middle-hole", Size: 1 << 20, Chunks: []Chunk{
 			{Offset: 0, Data: mustRead(Text(11, 10_000))},
 			{Offset: 700 << 10, Data: mustRead(Binary(12, 20_000, 50))},
 		}},
-		{Name: "sparse/leading-and-trailing-holes", Size: 3 << 20, Chunks: []Chunk{{Offset: 1 << 20, Data: []byte("in the middle of nothing\n")}}},
-		{Name: "sparse/data-at-end", Size: 2 << 20, Chunks: []Chunk{{Offset: 2<<20 - 5, Data: []byte("last\n")}}},
-		{Name: "sparse/all-hole", Size: 5 << 20},
+		{Name: dir + "/leading-and-trailing-holes", Size: 3 << 20, Chunks: []Chunk{{Offset: 1 << 20, Data: []byte("in the middle of nothing\n")}}},
+		{Name: dir + "/data-at-end", Size: 2 << 20, Chunks: []Chunk{{Offset: 2<<20 - 5, Data: []byte("last\n")}}},
+		{Name: dir + "/all-hole", Size: 5 << 20},
 		many,
 		{Name: long, Size: 1 << 20, Chunks: []Chunk{{Offset: 512 << 10, Data: []byte("long name\n")}}},
-		{Name: "sparse/secret", Mode: 0o600, Size: 64, Chunks: []Chunk{{Offset: 0, Data: bytes.Repeat([]byte("S"), 64)}}},
-		{Name: "sparse/after", Size: 13, Chunks: []Chunk{{Offset: 0, Data: []byte("dense after\n\n")}}},
+		{Name: dir + "/secret", Mode: 0o600, Size: 64, Chunks: []Chunk{{Offset: 0, Data: bytes.Repeat([]byte("S"), 64)}}},
+		{Name: dir + "/after", Size: 13, Chunks: []Chunk{{Offset: 0, Data: []byte("dense after\n\n")}}},
 	}
 }
 
