@@ -39,6 +39,11 @@ type PassOptions struct {
 	// decoder holds in memory; a larger one fails the layer with
 	// ErrZstdWindowTooLarge. DefaultMaxZstdWindow when zero.
 	MaxZstdWindow int64
+	// MinFreeSpace is the free space, in bytes, that writing a zstd copy
+	// leaves on CacheDir's filesystem; below it the pass fails as if the
+	// disk were full. It keeps room for the index, whose database cannot
+	// fail gracefully on a full disk. DefaultMinFreeSpace when zero.
+	MinFreeSpace int64
 	// observeSync, set by tests, sees each step that makes a zstd copy
 	// durable before it happens, and can fail it.
 	observeSync func(step, path string) error
@@ -169,7 +174,7 @@ func (p *pass) run() (LayerInfo, error) {
 		// The limit comes before the copy, so that the copy never grows
 		// beyond it.
 		limited := &sizeLimiter{p: p, r: &zstdLimits{p: p, dec: dec, window: window}, max: p.opts.maxLayerSize()}
-		stream = io.TeeReader(limited, &faultWriter{p: p, w: cache, what: "the decompressed copy " + cache.Name()})
+		stream = io.TeeReader(limited, &faultWriter{p: p, w: cache, what: "the decompressed copy " + cache.Name(), check: p.checkCacheSpace})
 	default:
 		info.Compression = Uncompressed
 		spans = newSpanRecorder(p.opts.SpanSize, emit)
@@ -278,6 +283,9 @@ func (p *pass) createCache() (*os.File, error) {
 		return nil, errors.New("zstd layers need a cache directory")
 	}
 	if err := os.MkdirAll(p.opts.CacheDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := p.checkCacheSpace(); err != nil {
 		return nil, err
 	}
 	p.cachePath = CachePath(p.opts.CacheDir, p.layer)

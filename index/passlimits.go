@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultMaxLayerSize bounds a layer's uncompressed size when
@@ -115,19 +117,57 @@ func (z *zstdLimits) Read(b []byte) (int, error) {
 
 // faultWriter records the first write error of a destination that a
 // TeeReader feeds, so that it is reported as a failure of the state
-// directory rather than as a read error of the layer.
+// directory rather than as a read error of the layer. check, when set,
+// runs every spaceCheckBytes written and fails the write likewise.
 type faultWriter struct {
-	p    *pass
-	w    io.Writer
-	what string
+	p         *pass
+	w         io.Writer
+	what      string
+	check     func() error
+	unchecked int
 }
 
+// spaceCheckBytes is how much of a zstd copy is written between two
+// checks of the free space; statfs costs a microsecond or two.
+const spaceCheckBytes = 4 << 20
+
 func (f *faultWriter) Write(b []byte) (int, error) {
+	if f.check != nil {
+		if f.unchecked += len(b); f.unchecked >= spaceCheckBytes {
+			f.unchecked = 0
+			if err := f.check(); err != nil {
+				return 0, f.p.recordFault(f.p.storeFail(fmt.Errorf("writing %s: %w", f.what, err)))
+			}
+		}
+	}
 	n, err := f.w.Write(b)
 	if err != nil {
 		return n, f.p.recordFault(f.p.storeFail(fmt.Errorf("writing %s: %w", f.what, err)))
 	}
 	return n, nil
+}
+
+// DefaultMinFreeSpace is the free space a zstd copy leaves in the state
+// directory when PassOptions.MinFreeSpace is zero. It is above what the
+// Badger store keeps free for itself (160 MiB by default), so that a
+// large copy stops before the index runs short.
+const DefaultMinFreeSpace = 256 << 20
+
+// checkCacheSpace fails with an error wrapping ENOSPC when the cache
+// directory's filesystem has less free space than the pass must leave.
+func (p *pass) checkCacheSpace() error {
+	need := p.opts.MinFreeSpace
+	if need <= 0 {
+		need = DefaultMinFreeSpace
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(p.opts.CacheDir, &st); err != nil {
+		return fmt.Errorf("checking the free space of %s: %w", p.opts.CacheDir, err)
+	}
+	if free := int64(st.Bavail) * st.Bsize; free < need {
+		return fmt.Errorf("%s has %s free, less than the %s a decompressed copy leaves for the index: %w", p.opts.CacheDir, mib(free&^(1<<20-1)), mib(need), syscall.ENOSPC)
+	}
+	return nil
 }
 
 func mib(n int64) string {

@@ -30,7 +30,11 @@ import (
 
 // Store is an index.Store backed by Badger.
 type Store struct {
-	db *badger.DB
+	db    *badger.DB
+	space spaceGuard
+	// beforeMarker, set by tests, runs when a layer's records are written
+	// and its marker is not.
+	beforeMarker func(digest.Digest) error
 }
 
 var _ index.Store = (*Store)(nil)
@@ -43,31 +47,48 @@ var _ index.Store = (*Store)(nil)
 var ErrCorrupt = index.ErrCorrupt
 
 // Option tunes Open.
-type Option func(*badger.Options)
+type Option func(*config)
+
+type config struct {
+	badger  badger.Options
+	reserve int64
+}
 
 // WithLogger routes Badger's own logging to l at warning level and above.
 func WithLogger(l *slog.Logger) Option {
-	return func(o *badger.Options) { o.Logger = badgerLogger{l} }
+	return func(c *config) { c.badger.Logger = badgerLogger{l} }
 }
 
 // Open opens or creates the database in dir.
 func Open(dir string, opts ...Option) (*Store, error) {
-	o := badger.DefaultOptions(dir).
+	c := config{badger: badger.DefaultOptions(dir).
 		WithLogger(nil).
 		// Memory is a product goal; Badger's defaults buffer up to
 		// 5 x 64 MiB of memtables and a 256 MiB block cache.
 		WithMemTableSize(16 << 20).
 		WithNumMemtables(3).
 		WithBlockCacheSize(32 << 20).
-		WithNumCompactors(2)
+		WithNumCompactors(2).
+		// Without it, Badger syncs a memtable's write-ahead log only when
+		// asked (DB.Sync, which reaches the active memtable alone) and a
+		// rotated one never: a power loss could keep a completion marker
+		// and lose records of its layer written to a memtable rotated out
+		// just before it. With it, every committed batch is on disk before
+		// the next is written, so the marker, written last, is durable only
+		// after every record of its layer is.
+		WithSyncWrites(true)}
 	for _, opt := range opts {
-		opt(&o)
+		opt(&c)
+	}
+	o := c.badger
+	if c.reserve <= 0 {
+		c.reserve = reserveMemtables * o.MemTableSize
 	}
 	db, err := badger.Open(o)
 	if err != nil {
 		return nil, fmt.Errorf("opening index database in %s: %w", dir, err)
 	}
-	s := &Store{db: db}
+	s := &Store{db: db, space: spaceGuard{dir: dir, reserve: uint64(c.reserve)}}
 	if err := s.checkSchema(o.Logger); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("index database in %s: %w", dir, err)
@@ -251,7 +272,11 @@ func (s *Store) SpanWindow(_ context.Context, d digest.Digest, i int) ([]byte, e
 
 // DeleteLayer implements index.Store. The marker goes first, so a crash
 // halfway leaves an incomplete layer, never a damaged complete one.
-func (s *Store) DeleteLayer(ctx context.Context, d digest.Digest) error {
+func (s *Store) DeleteLayer(ctx context.Context, d digest.Digest) (err error) {
+	defer recoverBadger("deleting layer", d, &err)
+	if err := s.space.forDelete(); err != nil {
+		return fmt.Errorf("deleting layer %s: %w", d, err)
+	}
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(markerKey(d)) }); err != nil {
 		return fmt.Errorf("deleting layer %s: %w", d, err)
 	}
@@ -304,8 +329,13 @@ func (s *Store) hasPrefix(prefix []byte) bool {
 	return found
 }
 
-// NewLayerWriter implements index.Store.
-func (s *Store) NewLayerWriter(ctx context.Context, d digest.Digest) (index.LayerWriter, error) {
+// NewLayerWriter implements index.Store. It refuses to start, with an
+// error wrapping ENOSPC, when the filesystem is nearly full.
+func (s *Store) NewLayerWriter(ctx context.Context, d digest.Digest) (_ index.LayerWriter, err error) {
+	defer recoverBadger("starting layer", d, &err)
+	if err := s.space.forWrite(); err != nil {
+		return nil, fmt.Errorf("layer %s: %w", d, err)
+	}
 	if _, err := s.Layer(ctx, d); err == nil {
 		if err := s.DeleteLayer(ctx, d); err != nil {
 			return nil, err
@@ -313,27 +343,43 @@ func (s *Store) NewLayerWriter(ctx context.Context, d digest.Digest) (index.Laye
 	} else if err := s.deleteRecords(ctx, d); err != nil {
 		return nil, err
 	}
-	return &writer{db: s.db, digest: d, batch: s.db.NewWriteBatch()}, nil
+	return &writer{store: s, digest: d, batch: s.db.NewWriteBatch()}, nil
 }
 
 type writer struct {
-	db      *badger.DB
+	store   *Store
 	digest  digest.Digest
 	batch   *badger.WriteBatch
 	entries uint32
 	spans   uint32
 	done    bool
+	// unchecked counts record bytes added since free space was checked.
+	unchecked int
+}
+
+// added counts n record bytes and checks the free space once enough were
+// added since the last check.
+func (w *writer) added(n int) error {
+	if w.unchecked += n; w.unchecked < spaceCheckBytes {
+		return nil
+	}
+	w.unchecked = 0
+	return w.store.space.forWrite()
 }
 
 var errWriterDone = errors.New("layer writer already committed or aborted")
 
-func (w *writer) AddEntry(e index.Entry) error {
+func (w *writer) AddEntry(e index.Entry) (err error) {
+	defer recoverBadger("recording an entry of layer", w.digest, &err)
 	if w.done {
 		return errWriterDone
 	}
 	v, err := e.MarshalBinary()
 	if err != nil {
 		return err
+	}
+	if err := w.added(len(v)); err != nil {
+		return fmt.Errorf("layer %s: recording entry %q: %w", w.digest, e.Path, err)
 	}
 	if err := w.batch.Set(recordKey('e', w.digest, w.entries), v); err != nil {
 		return fmt.Errorf("layer %s: recording entry %q: %w", w.digest, e.Path, err)
@@ -342,13 +388,17 @@ func (w *writer) AddEntry(e index.Entry) error {
 	return nil
 }
 
-func (w *writer) AddSpan(sp index.Span) error {
+func (w *writer) AddSpan(sp index.Span) (err error) {
+	defer recoverBadger("recording a span of layer", w.digest, &err)
 	if w.done {
 		return errWriterDone
 	}
 	v, err := sp.MarshalBinary()
 	if err != nil {
 		return err
+	}
+	if err := w.added(len(v) + len(sp.Window)); err != nil {
+		return fmt.Errorf("layer %s: recording span %d: %w", w.digest, w.spans, err)
 	}
 	if err := w.batch.Set(recordKey('s', w.digest, w.spans), v); err != nil {
 		return fmt.Errorf("layer %s: recording span %d: %w", w.digest, w.spans, err)
@@ -362,29 +412,45 @@ func (w *writer) AddSpan(sp index.Span) error {
 	return nil
 }
 
-func (w *writer) Commit(info index.LayerInfo) error {
+// Commit writes the completion marker only after every record of the
+// layer is durable: the store syncs every batch it writes (SyncWrites), and
+// Flush returns once the last batch of the layer is written.
+func (w *writer) Commit(info index.LayerInfo) (err error) {
+	defer recoverBadger("committing layer", w.digest, &err)
 	if w.done {
 		return errWriterDone
 	}
 	w.done = true
+	if err := w.store.space.forWrite(); err != nil {
+		w.batch.Cancel()
+		return fmt.Errorf("layer %s: writing index: %w", w.digest, err)
+	}
 	if err := w.batch.Flush(); err != nil {
 		return fmt.Errorf("layer %s: writing index: %w", w.digest, err)
 	}
-	if err := w.db.Sync(); err != nil {
-		return fmt.Errorf("layer %s: syncing index: %w", w.digest, err)
+	if hook := w.store.beforeMarker; hook != nil {
+		if err := hook(w.digest); err != nil {
+			return fmt.Errorf("layer %s: %w", w.digest, err)
+		}
 	}
 	info.Digest, info.Entries, info.Spans = w.digest, int64(w.entries), int64(w.spans)
 	v, err := json.Marshal(info)
 	if err != nil {
 		return err
 	}
-	if err := w.db.Update(func(txn *badger.Txn) error { return txn.Set(markerKey(w.digest), v) }); err != nil {
+	if err := w.store.db.Update(func(txn *badger.Txn) error { return txn.Set(markerKey(w.digest), v) }); err != nil {
 		return fmt.Errorf("layer %s: marking complete: %w", w.digest, err)
 	}
-	if err := w.db.Sync(); err != nil {
-		return fmt.Errorf("layer %s: syncing completion marker: %w", w.digest, err)
-	}
 	return nil
+}
+
+// recoverBadger turns a panic inside Badger into an error of the call we
+// made: Badger asserts rather than returns on some paths it does not
+// expect to fail, and one failed pass must not end the daemon.
+func recoverBadger(what string, d digest.Digest, err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%s %s: the index database failed: %v", what, d, r)
+	}
 }
 
 func (w *writer) Abort() error {

@@ -25,3 +25,12 @@ func (s *Store) OverwriteRecordForTest(d digest.Digest, kind byte, n uint32, v [
 	}
 	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, v) })
 }
+
+// SetBeforeMarkerForTest makes fn run in every Commit once the layer's
+// records are written and before its completion marker is.
+func (s *Store) SetBeforeMarkerForTest(fn func(digest.Digest) error) { s.beforeMarker = fn }
+
+// WithBadgerOptionsForTest lets a test change Badger's options.
+func WithBadgerOptionsForTest(fn func(*badger.Options)) Option {
+	return func(c *config) { fn(&c.badger) }
+}
