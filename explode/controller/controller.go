@@ -22,6 +22,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/explodefs/explodefs/explode/blob"
 	"github.com/explodefs/explodefs/explode/source"
 	"github.com/explodefs/explodefs/explode/status"
 	"github.com/explodefs/explodefs/index"
@@ -88,10 +89,13 @@ type Controller struct {
 	badCopies map[digest.Digest]map[string]badCopy
 	// repairing holds layers whose index is being rebuilt after damage.
 	repairing map[digest.Digest]bool
-	queue     []digest.Digest
-	wake      chan struct{}
-	flights   map[digest.Digest]*layerFlight
-	synced    bool
+	// retired remembers the sources of layers that no wanted image holds
+	// any more, for processes that still read files of a removed image.
+	retired retiredLayers
+	queue   []digest.Digest
+	wake    chan struct{}
+	flights map[digest.Digest]*layerFlight
+	synced  bool
 }
 
 type streamState struct {
@@ -106,7 +110,10 @@ type imageState struct {
 	view  *index.View
 	// layers is known once the manifest was resolved; the sources of a
 	// layer are those of the images that hold it.
-	layers   []digest.Digest
+	layers []digest.Digest
+	// sources are those the image was last processed with; a layer of
+	// a removed image is remembered with them.
+	sources  []blob.Source
 	queued   bool
 	running  bool
 	attempts int
@@ -148,6 +155,7 @@ func New(store index.Store, reader LayerReleaser, pub Publisher, reg *status.Reg
 		images:    map[digest.Digest]*imageState{},
 		badCopies: map[digest.Digest]map[string]badCopy{},
 		repairing: map[digest.Digest]bool{},
+		retired:   retiredLayers{sources: map[digest.Digest][]blob.Source{}},
 		wake:      make(chan struct{}, 1),
 		flights:   map[digest.Digest]*layerFlight{},
 	}
@@ -265,21 +273,37 @@ func (c *Controller) forgetUnreferenced() {
 			used[d] = true
 		}
 	}
-	var dropped []digest.Digest
-	for d, img := range c.images {
-		if used[d] {
-			continue
+	var gone []digest.Digest
+	for d := range c.images {
+		if !used[d] {
+			gone = append(gone, d)
 		}
-		if img.retry != nil {
+	}
+	if len(gone) == 0 {
+		return
+	}
+	// Sources are known through the images that hold a layer, so look
+	// them up before the images go.
+	sources := map[digest.Digest][]blob.Source{}
+	for _, d := range gone {
+		for _, l := range c.images[d].layers {
+			if _, ok := sources[l]; !ok {
+				sources[l] = c.layerSources(l)
+			}
+			sources[l] = appendNew(sources[l], c.images[d].sources...)
+		}
+	}
+	for _, d := range gone {
+		if img := c.images[d]; img.retry != nil {
 			img.retry.Stop()
 		}
-		dropped = append(dropped, img.layers...)
 		delete(c.images, d)
 		c.status.RemoveImage(d)
 	}
 	held := c.heldLayers()
-	for _, l := range dropped {
+	for l, srcs := range sources {
 		if !held[l] {
+			c.retired.add(l, srcs)
 			c.releaseLayer(l)
 			delete(c.badCopies, l)
 		}

@@ -35,7 +35,7 @@ func (c *Controller) process(ctx context.Context, d digest.Digest) (*index.View,
 	}
 	c.mu.Lock()
 	if st, ok := c.images[d]; ok {
-		st.layers = layers
+		st.layers, st.sources = layers, srcs
 	}
 	c.mu.Unlock()
 	c.status.UpdateImage(d, func(s *status.Image) {

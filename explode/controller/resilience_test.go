@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -376,5 +377,34 @@ func TestReadyAfterFirstScan(t *testing.T) {
 	c.Synced()
 	if !c.Ready() {
 		t.Fatal("not ready after the source synced")
+	}
+}
+
+// A file of an image that left every stream stays readable for processes
+// that hold it, while its blob exists, although the blob is not kept open.
+func TestRemovedImageStaysReadable(t *testing.T) {
+	h := start(t)
+	old := h.write(t, "ns", "app", "latest", imagegen.SingleImage(layer("f", "the old image")))
+	eventually(t, "the old image is shown", func() bool { return h.shows("ns/app", "latest") == old })
+	s, _ := h.pub.get("ns/app")
+	view := s.images[old]
+	ino, _ := view.LookupPath("f")
+	in := view.Inode(ino)
+	lay := view.Layers()[in.Layer]
+	if _, err := index.ReadFile(context.Background(), h.reader, lay, in, make([]byte, in.Size), 0); err != nil {
+		t.Fatal(err)
+	}
+
+	moved := h.write(t, "ns", "app", "latest", imagegen.SingleImage(layer("f", "the new image")))
+	eventually(t, "the tag moves and the old image goes", func() bool {
+		s, _ := h.pub.get("ns/app")
+		return s.tags["latest"] == moved && s.images[old] == nil
+	})
+	if open := h.reader.OpenLayers(); slices.Contains(open, lay) {
+		t.Errorf("the removed image's layer is still open")
+	}
+	buf := make([]byte, in.Size)
+	if n, err := index.ReadFile(context.Background(), h.reader, lay, in, buf, 0); (err != nil && err != io.EOF) || string(buf[:n]) != "the old image" {
+		t.Fatalf("reading a held file of the removed image: %q, %v", buf[:n], err)
 	}
 }

@@ -105,9 +105,13 @@ func (c *Controller) releaseMovedLayers(before map[digest.Digest]map[string]bool
 func (c *Controller) OpenLayer(ctx context.Context, layer digest.Digest) (index.Blob, error) {
 	c.mu.Lock()
 	srcs := c.layerSources(layer)
+	if len(srcs) == 0 {
+		// A process still holds a file of an image that is gone.
+		srcs = c.retired.sources[layer]
+	}
 	c.mu.Unlock()
 	if len(srcs) == 0 {
-		return nil, fmt.Errorf("layer %s: no shown image holds it: %w", layer, fs.ErrNotExist)
+		return nil, fmt.Errorf("layer %s: no source holds it: %w", layer, fs.ErrNotExist)
 	}
 	var errs []error
 	for _, src := range srcs {
@@ -118,4 +122,40 @@ func (c *Controller) OpenLayer(ctx context.Context, layer digest.Digest) (index.
 		errs = append(errs, fmt.Errorf("from %s: %w", src, err))
 	}
 	return nil, errors.Join(errs...)
+}
+
+// maxRetiredLayers bounds how many removed layers' sources are remembered.
+const maxRetiredLayers = 4096
+
+// retiredLayers remembers where layers of removed images were, oldest
+// first, so that files of an image a process still holds stay readable
+// while their blobs exist. The blobs are not kept open: a deleted blob
+// must not keep its disk space.
+type retiredLayers struct {
+	sources map[digest.Digest][]blob.Source
+	order   []digest.Digest
+}
+
+func (r *retiredLayers) add(layer digest.Digest, srcs []blob.Source) {
+	if len(srcs) == 0 {
+		return
+	}
+	if _, ok := r.sources[layer]; !ok {
+		r.order = append(r.order, layer)
+	}
+	r.sources[layer] = srcs
+	for len(r.order) > maxRetiredLayers {
+		delete(r.sources, r.order[0])
+		r.order = r.order[1:]
+	}
+}
+
+// appendNew appends the sources of more that list lacks, by name.
+func appendNew(list []blob.Source, more ...blob.Source) []blob.Source {
+	for _, src := range more {
+		if !slices.ContainsFunc(list, func(s blob.Source) bool { return s.String() == src.String() }) {
+			list = append(list, src)
+		}
+	}
+	return list
 }
