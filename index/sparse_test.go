@@ -240,7 +240,7 @@ func TestEntrySparseEncoding(t *testing.T) {
 // Crafted sparse headers: each is refused with an error naming the layer,
 // and (where the map itself is at fault) the entry.
 func TestPassRefusesHostileSparseMaps(t *testing.T) {
-	manyPairs := strings.Repeat("0,0,", 1<<16) + "0,1"
+	tooManyPairs := strings.Repeat("0,0,", 1<<16) + "0,1"
 	for _, tc := range []struct {
 		name  string
 		raw   []byte
@@ -252,7 +252,7 @@ func TestPassRefusesHostileSparseMaps(t *testing.T) {
 		{"0.1 negative", sparseTar01("f", 100, "1", "-1,10", 10), nil},
 		{"0.1 stores more than the map", sparseTar01("f", 100, "1", "0,10", 30), []string{`"f"`, "stores 30"}},
 		{"0.1 stores less than the map", sparseTar01("f", 100, "1", "0,50", 30), []string{`"f"`}},
-		{"0.1 too many fragments", sparseTar01("f", 100, fmt.Sprint(1<<16+1), manyPairs, 1), []string{`"f"`, "fragments"}},
+		{"0.1 too many fragments", sparseTar01("f", 100, fmt.Sprint(1<<16+1), tooManyPairs, 1), []string{`"f"`, "fragments"}},
 		{"1.0 map shorter than its count", sparseTar10("f", 100, "3\n0\n10\n", 10), nil},
 		{"1.0 too many fragments", sparseTar10("f", 100, fmt.Sprint(1<<16+1)+"\n"+strings.Repeat("0\n0\n", 1<<16)+"0\n1\n", 1), []string{`"f"`, "fragments"}},
 		{"1.0 stores more than the map", sparseTar10("f", 100, "1\n0\n10\n", 20), []string{`"f"`, "stores 20"}},
@@ -270,11 +270,24 @@ func TestPassRefusesHostileSparseMaps(t *testing.T) {
 		})
 	}
 	// The crafted tars are sound apart from the map: with a good map each
-	// kind is served, so the refusals above are about the maps.
+	// kind is served, so the refusals above are about the maps. The maps
+	// are also found behind entries of every kind, whose data and padding
+	// the header capture must skip exactly.
+	before := buildTar(t, []tarFile{
+		{hdr: tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "g", PAXRecords: map[string]string{"comment": "global"}, Format: tar.FormatPAX}},
+		{hdr: tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755}},
+		{hdr: tar.Header{Name: "odd-size", Typeflag: tar.TypeReg, Mode: 0o644}, data: bytes.Repeat([]byte("o"), 700)},
+		{hdr: tar.Header{Name: strings.Repeat("long/", 30) + "name", Typeflag: tar.TypeReg, Mode: 0o644, Format: tar.FormatGNU}, data: []byte("gnu")},
+		{hdr: tar.Header{Name: "s", Typeflag: tar.TypeSymlink, Linkname: "odd-size"}},
+	})
+	before = before[:len(before)-1024] // no end-of-archive blocks
 	for name, raw := range map[string][]byte{
-		"0.1": sparseTar01("f", 100, "2", "0,10,50,10", 20),
-		"1.0": sparseTar10("f", 100, "2\n0\n10\n50\n10\n", 20),
-		"gnu": oldGNUTar("f", 100, [][2]int64{{0, 10}, {50, 10}}, 20),
+		"0.1":        sparseTar01("f", 100, "2", "0,10,50,10", 20),
+		"1.0":        sparseTar10("f", 100, "2\n0\n10\n50\n10\n", 20),
+		"gnu":        oldGNUTar("f", 100, [][2]int64{{0, 10}, {50, 10}}, 20),
+		"gnu behind": append(bytes.Clone(before), oldGNUTar("f", 100, [][2]int64{{0, 10}, {50, 10}}, 20)...),
+		"1.0 behind": append(bytes.Clone(before), sparseTar10("f", 100, "2\n0\n10\n50\n10\n", 20)...),
+		"gnu ext":    oldGNUTar("f", 1<<20, manyPairs(30), 30),
 	} {
 		t.Run("sound "+name, func(t *testing.T) {
 			l := indexLayer(t, plain, raw, 64<<10, 1<<20)
