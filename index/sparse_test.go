@@ -276,9 +276,9 @@ func TestPassRefusesHostileSparseMaps(t *testing.T) {
 	before := buildTar(t, []tarFile{
 		{hdr: tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "g", PAXRecords: map[string]string{"comment": "global"}, Format: tar.FormatPAX}},
 		{hdr: tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755}},
-		{hdr: tar.Header{Name: "odd-size", Typeflag: tar.TypeReg, Mode: 0o644}, data: bytes.Repeat([]byte("o"), 700)},
-		{hdr: tar.Header{Name: strings.Repeat("long/", 30) + "name", Typeflag: tar.TypeReg, Mode: 0o644, Format: tar.FormatGNU}, data: []byte("gnu")},
 		{hdr: tar.Header{Name: "s", Typeflag: tar.TypeSymlink, Linkname: "odd-size"}},
+		{hdr: tar.Header{Name: strings.Repeat("long/", 30) + "name", Typeflag: tar.TypeReg, Mode: 0o644, Format: tar.FormatGNU}, data: []byte("gnu")},
+		{hdr: tar.Header{Name: "odd-size", Typeflag: tar.TypeReg, Mode: 0o644}, data: bytes.Repeat([]byte("o"), 700)},
 	})
 	before = before[:len(before)-1024] // no end-of-archive blocks
 	for name, raw := range map[string][]byte{
