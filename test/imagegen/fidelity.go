@@ -23,14 +23,10 @@ func SparseLayers(scratch string, formats ...SparseFormat) ([]Layer, error) {
 	return layers, nil
 }
 
-// EmptyXattrPaths are the paths of EmptyXattrLayer that carry an xattr
-// with an empty value, which umoci drops and explodefs shows with 0 bytes.
-func EmptyXattrPaths() []string {
-	return []string{"xattrs/empty-value", "xattrs/dir-with-empty"}
-}
-
-// EmptyXattrLayer has extended attributes whose value is empty, beside
-// ordinary ones and a file without any.
+// EmptyXattrLayer has extended attributes whose value is empty (user.empty
+// on xattrs/empty-value, trusted.empty on xattrs/dir-with-empty), which
+// umoci drops and explodefs shows with 0 bytes, beside an ordinary one and
+// a file without any.
 func EmptyXattrLayer() Layer {
 	return Layer{Compression: Gzip, CreatedBy: "xattrs with empty values", Entries: Entries(
 		Dir("xattrs", 0o755),
