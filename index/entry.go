@@ -75,7 +75,9 @@ type Entry struct {
 	// Mode holds the permission bits with setuid, setgid and sticky (07777).
 	Mode     uint32
 	UID, GID uint32
-	// Size is the length of the entry's data in the layer stream.
+	// Size is the length of a regular file: of its data at Offset in the
+	// layer stream, or for a sparse file its logical length, holes
+	// included.
 	Size    int64
 	ModTime time.Time
 	// Linkname is the symlink target as written, or the cleaned path of a
