@@ -6,6 +6,7 @@ import (
 	"fmt"
 	iofs "io/fs"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
@@ -47,6 +49,7 @@ type serveConfig struct {
 	allowOther   bool
 	imageWorkers int
 	layerPasses  int
+	maxLayerSize string
 	imageTimeout time.Duration
 	resync       time.Duration
 	retryBackoff time.Duration
@@ -87,6 +90,7 @@ Every flag can also be set through the environment variable named in its help.`,
 	f.BoolVar(&c.allowDevices, "allow-devices", false, "mount without nodev, so that device nodes of images open host devices")
 	f.BoolVar(&c.allowOther, "allow-other", true, "let users other than the daemon's read the mount (the kernel enforces the image's modes)")
 	f.IntVar(&c.imageWorkers, "image-workers", 2, "images resolved and merged at once")
+	f.StringVar(&c.maxLayerSize, "max-layer-size", "64GiB", "largest uncompressed layer a pass accepts (e.g. 64GiB); a layer beyond it fails")
 	f.IntVar(&c.layerPasses, "layer-passes", 2*runtime.NumCPU(), "layer passes run at once; more than the CPUs lets the layers of one image share them instead of queueing")
 	f.DurationVar(&c.imageTimeout, "image-cache-timeout", time.Hour, "how long the kernel caches names and attributes of immutable image content")
 	f.DurationVar(&c.resync, "resync", 30*time.Second, "full rescan interval of the source, besides change events")
@@ -136,6 +140,10 @@ func serve(parent context.Context, c serveConfig) error {
 	platform, err := manifest.ParsePlatform(c.platform)
 	if err != nil {
 		return err
+	}
+	maxLayerSize, err := humanize.ParseBytes(c.maxLayerSize)
+	if err != nil || maxLayerSize == 0 || maxLayerSize > math.MaxInt64 {
+		return fmt.Errorf("--max-layer-size %q: want a positive size such as 64GiB", c.maxLayerSize)
 	}
 	src, err := newSource(c.source, c, log)
 	if err != nil {
@@ -206,6 +214,7 @@ func serve(parent context.Context, c serveConfig) error {
 		LayerPasses:  c.layerPasses,
 		SpanSize:     c.spanSizeKiB << 10,
 		CacheDir:     cacheDir,
+		MaxLayerSize: int64(maxLayerSize),
 		RetryBackoff: c.retryBackoff,
 		RetryMax:     c.retryMax,
 		Logger:       log,

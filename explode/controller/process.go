@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -184,8 +185,10 @@ func (c *Controller) passFrom(ctx context.Context, l manifest.Layer, src blob.So
 	}
 	progress := c.status.StartLayer(l.Digest, b.Size())
 	start := time.Now()
+	var ignored atomic.Int64
 	info, err := index.IndexLayer(ctx, c.store, readTagged{b}, l.Digest, index.PassOptions{
 		SpanSize: c.opts.SpanSize, CacheDir: c.opts.CacheDir, Progress: progress,
+		MaxLayerSize: c.opts.MaxLayerSize, Ignored: &ignored,
 	})
 	if err != nil {
 		if isPermanent(err) {
@@ -193,9 +196,9 @@ func (c *Controller) passFrom(ctx context.Context, l manifest.Layer, src blob.So
 		}
 		return err
 	}
-	c.status.UpdateLayer(l.Digest, func(s *status.Layer) { markIndexed(s, info) })
+	c.status.UpdateLayer(l.Digest, func(s *status.Layer) { markIndexed(s, info); s.Ignored = ignored.Load() })
 	c.log.Info("layer indexed", "layer", l.Digest, "source", src.String(), "compression", info.Compression,
-		"entries", info.Entries, "bytes", info.UncompressedSize, "spans", info.Spans, "took", time.Since(start))
+		"entries", info.Entries, "ignored", ignored.Load(), "bytes", info.UncompressedSize, "spans", info.Spans, "took", time.Since(start))
 	return nil
 }
 

@@ -30,9 +30,12 @@ type Layer struct {
 	BytesDone   int64         `json:"bytesDone"`
 	BytesTotal  int64         `json:"bytesTotal"`
 	Entries     int64         `json:"entries,omitempty"`
-	Reason      string        `json:"reason,omitempty"`
-	Started     time.Time     `json:"started,omitzero"`
-	Finished    time.Time     `json:"finished,omitzero"`
+	// Ignored counts entries left out because a directory above them is
+	// named like a whiteout (".wh."), which no filesystem may show.
+	Ignored  int64     `json:"ignored,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+	Started  time.Time `json:"started,omitzero"`
+	Finished time.Time `json:"finished,omitzero"`
 }
 
 // Image is the status of one image.
