@@ -134,7 +134,8 @@ func TestMountOptions(t *testing.T) {
 		want, deny []string
 	}{
 		{"default", DefaultOptions(), []string{"ro", "nosuid", "nodev", "default_permissions", "allow_other"}, nil},
-		{"suid", Options{AllowSuid: true}, []string{"ro", "default_permissions", "nodev"}, []string{"nosuid", "allow_other"}},
+		{"suid keeps nodev", Options{AllowSuid: true}, []string{"ro", "default_permissions", "nodev"}, []string{"nosuid", "dev", "allow_other"}},
+		{"devices", Options{AllowDevices: true}, []string{"nosuid"}, []string{"nodev"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			im := newTestImages(t)

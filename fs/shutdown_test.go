@@ -1,35 +1,14 @@
 package fs
 
 import (
-	"bytes"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // A busy mount is unmounted within bounded time: detached lazily, with
 // what held it in the log, and the mountpoint is free for the next mount.
@@ -60,9 +39,9 @@ func TestUnmountBusyMountInBoundedTime(t *testing.T) {
 	stopHolder := func() { _ = holder.Process.Kill(); _ = holder.Wait() }
 	t.Cleanup(stopHolder)
 
-	var logged lockedBuffer
+	var logged logBuffer
 	start := time.Now()
-	err = Unmount(server, mnt, time.Second, slog.New(slog.NewTextHandler(&logged, nil)))
+	err = Unmount(server, mnt, time.Second, logged.logger())
 	if err != nil {
 		t.Fatalf("unmount of a busy mount: %v", err)
 	}
@@ -95,33 +74,5 @@ func TestUnmountBusyMountInBoundedTime(t *testing.T) {
 	case <-served:
 	case <-time.After(10 * time.Second):
 		t.Error("the detached mount's server still runs after its last user left")
-	}
-}
-
-// nodev stays on with AllowSuid unless devices are allowed on their own.
-func TestMountDeviceOption(t *testing.T) {
-	for _, tc := range []struct {
-		name       string
-		opts       Options
-		want, deny []string
-	}{
-		{"suid keeps nodev", Options{AllowSuid: true}, []string{"nodev"}, []string{"nosuid", "dev"}},
-		{"devices", Options{AllowDevices: true}, []string{"nosuid"}, []string{"nodev"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			im := newTestImages(t)
-			mnt, _ := mountForTest(t, NewRoot(im.reader, tc.opts), tc.opts)
-			opts := mountinfoOptions(t, mnt)
-			for _, o := range tc.want {
-				if !slices.Contains(opts, o) {
-					t.Errorf("mount options %q lack %s", opts, o)
-				}
-			}
-			for _, o := range tc.deny {
-				if slices.Contains(opts, o) {
-					t.Errorf("mount options %q have %s", opts, o)
-				}
-			}
-		})
 	}
 }

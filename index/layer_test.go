@@ -244,24 +244,6 @@ func TestReaderRandomAccess(t *testing.T) {
 	}
 }
 
-// A blob that changed after indexing must not be served.
-func TestReaderRejectsChangedBlob(t *testing.T) {
-	ctx := context.Background()
-	raw := buildTar(t, []tarFile{{hdr: tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644}, data: textish(1, 100_000)}})
-	store := memstore.New()
-	d, _, err := indexBytes(t, store, raw, index.PassOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	changed := bytes.Clone(raw)
-	changed[2000] ^= 0xff
-	reader := index.NewReader(store, indextest.MemBlobs{d: changed}, index.ReaderOptions{CacheBytes: 1 << 20})
-	_, err = reader.ReadAt(ctx, d, make([]byte, 10), 1024)
-	if err == nil || !bytes.Contains([]byte(err.Error()), []byte(d.String())) {
-		t.Fatalf("read of a changed blob: err %v; want ErrSpanCorrupt naming the layer", err)
-	}
-}
-
 // Concurrent sequential and random readers share spans, prefetch and a
 // cache too small to hold them all; every byte must still be right.
 func TestReaderConcurrentReaders(t *testing.T) {

@@ -207,8 +207,9 @@ type closeCounter struct {
 
 func (c closeCounter) Close() error { c.n.Add(1); return c.Blob.Close() }
 
-// Damage found while reading is reported to OnCorrupt with the layer.
-func TestReaderReportsDamage(t *testing.T) {
+// A blob that changed after indexing is not served, and the damage is
+// reported to OnCorrupt with the layer.
+func TestReaderRejectsChangedBlob(t *testing.T) {
 	raw := buildTar(t, []tarFile{{hdr: tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644}, data: textish(1, 100_000)}})
 	store := memstore.New()
 	d, _, err := indexBytes(t, store, raw, index.PassOptions{})
@@ -225,8 +226,8 @@ func TestReaderReportsDamage(t *testing.T) {
 		reported = append(reported, l)
 	}})
 	defer r.Close()
-	if _, err := r.ReadAt(context.Background(), d, make([]byte, 10), 1024); !errors.Is(err, index.ErrSpanCorrupt) {
-		t.Fatalf("read of a changed blob: %v", err)
+	if _, err := r.ReadAt(context.Background(), d, make([]byte, 10), 1024); !errors.Is(err, index.ErrSpanCorrupt) || !strings.Contains(err.Error(), d.String()) {
+		t.Fatalf("read of a changed blob: %v; want ErrSpanCorrupt naming the layer", err)
 	}
 	mu.Lock()
 	defer mu.Unlock()

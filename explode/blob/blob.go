@@ -6,18 +6,15 @@ package blob
 import (
 	"context"
 	"errors"
-	"io"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/explodefs/explodefs/index"
 )
 
-// Blob is a blob opened for random access. It satisfies index.Blob.
-type Blob interface {
-	io.ReaderAt
-	io.Closer
-	// Size is the blob's length in bytes.
-	Size() int64
-}
+// Blob is a blob opened for random access: what the index reads layers
+// through, so that any source's blobs can be handed to it as they are.
+type Blob = index.Blob
 
 // Versioned is implemented by blobs that can tell whether their bytes may
 // have changed since an earlier open: two opens with the same Version saw

@@ -83,11 +83,7 @@ func TestScanSkipsWhatItCannotShow(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s := &sink{streams: map[string]source.Stream{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = ocidir.New(root).Run(ctx, s) }()
-	defer func() { cancel(); <-done }()
+	s := runSource(t, ocidir.New(root))
 
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) && len(s.snapshot()) == 0 {
@@ -131,11 +127,7 @@ func TestFirstScanThenSynced(t *testing.T) {
 	if err := syscall.Mkfifo(filepath.Join(root, "ns", "fifo", "index.json"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := &sink{streams: map[string]source.Stream{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = ocidir.New(root).Run(ctx, s) }()
-	defer func() { cancel(); <-done }()
+	s := runSource(t, ocidir.New(root))
 
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -168,11 +160,7 @@ func TestTornIndexJSONKeepsLastState(t *testing.T) {
 	if _, err := imagegen.WriteImage(layout, "latest", imagegen.DemoImage()); err != nil {
 		t.Fatal(err)
 	}
-	s := &sink{streams: map[string]source.Stream{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = ocidir.New(root, ocidir.WithResync(50*time.Millisecond)).Run(ctx, s) }()
-	defer func() { cancel(); <-done }()
+	s := runSource(t, ocidir.New(root, ocidir.WithResync(50*time.Millisecond)))
 	waitFor(t, "the stream", func() bool { _, ok := s.snapshot()["ns/app"]; return ok })
 	before := s.snapshot()["ns/app"]
 
@@ -200,4 +188,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// runSource runs src into a new sink until the test ends.
+func runSource(t *testing.T, src *ocidir.Source) *sink {
+	t.Helper()
+	s := &sink{streams: map[string]source.Stream{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = src.Run(ctx, s) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s
 }
