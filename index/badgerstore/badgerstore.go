@@ -89,6 +89,9 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("opening index database in %s: %w", dir, err)
 	}
 	s := &Store{db: db, space: spaceGuard{dir: dir, reserve: uint64(c.reserve)}}
+	if err := s.space.forWrite(); err != nil && o.Logger != nil {
+		o.Logger.Warningf("layer passes will fail until space is freed: %v", err)
+	}
 	if err := s.checkSchema(o.Logger); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("index database in %s: %w", dir, err)
