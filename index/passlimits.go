@@ -80,12 +80,19 @@ type sizeLimiter struct {
 }
 
 func (l *sizeLimiter) Read(b []byte) (int, error) {
+	if l.n > l.max {
+		return 0, l.tooLarge()
+	}
 	n, err := l.r.Read(b)
 	l.n += int64(n)
 	if l.n > l.max {
-		return n - int(l.n-l.max), l.p.recordFault(l.p.fail(fmt.Errorf("%w: more than %d bytes uncompressed (the limit is %s)", ErrLayerTooLarge, l.max, mib(l.max))))
+		return n - int(l.n-l.max), l.tooLarge()
 	}
 	return n, err
+}
+
+func (l *sizeLimiter) tooLarge() error {
+	return l.p.recordFault(l.p.fail(fmt.Errorf("%w: more than %d bytes uncompressed (the limit is %s)", ErrLayerTooLarge, l.max, mib(l.max))))
 }
 
 // zstdLimits reports a frame that needs too large a window as such; the
