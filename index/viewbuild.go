@@ -310,7 +310,7 @@ func (b *viewBuilder) freeze(layers []digest.Digest) (*View, error) {
 		return nil, err
 	}
 	v := f.v
-	v.names, v.links = f.names.String(), f.links.String()
+	v.names, v.links = exactString(&f.names), exactString(&f.links)
 	// The tables were sized for every node and name ever made; whiteouts
 	// and replaced entries leave some of that unused.
 	if cap(v.inodes)-len(v.inodes) > len(v.inodes)/8 {
@@ -320,6 +320,15 @@ func (b *viewBuilder) freeze(layers []digest.Digest) (*View, error) {
 		v.dirents = append([]direntRecord(nil), v.dirents...)
 	}
 	return v, nil
+}
+
+// exactString returns what b holds without the spare capacity it grew,
+// which can be as large again: the names stay as long as the View.
+func exactString(b *strings.Builder) string {
+	if b.Cap()-b.Len() > b.Len()/8 {
+		return strings.Clone(b.String())
+	}
+	return b.String()
 }
 
 // visit numbers n and, for a directory, its subtree, depth first in name
