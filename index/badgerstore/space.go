@@ -31,7 +31,8 @@ const spaceCheckBytes = 1 << 20
 // WithFreeSpaceReserve sets the free space, in bytes, below which the
 // store refuses to write to its filesystem. The default is ten memtables
 // (160 MiB), which covers what Badger may write through its memory maps
-// between two checks. Deleting a layer needs a quarter of it.
+// between two checks. Deleting a layer is refused only below a quarter
+// of it.
 func WithFreeSpaceReserve(bytes int64) Option {
 	return func(c *config) { c.reserve = bytes }
 }
@@ -60,9 +61,9 @@ func (g spaceGuard) check(need uint64) error {
 // forWrite checks before a new layer's records are written.
 func (g spaceGuard) forWrite() error { return g.check(g.reserve) }
 
-// forDelete checks before deleting a layer, which writes small
-// tombstones; it lets deletions go on further into the reserve than new
-// layers, so that space can be made.
+// forDelete checks before deleting a layer. A deletion writes only small
+// tombstones, so it may go further into the reserve than a pass: a
+// damaged layer can still be dropped while new passes are refused.
 func (g spaceGuard) forDelete() error { return g.check(g.reserve / 4) }
 
 func size(n uint64) string {
