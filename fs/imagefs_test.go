@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
@@ -211,4 +213,146 @@ func TestImageTableHoldsWhileReferenced(t *testing.T) {
 	})
 	// A FORGET for a serial the table no longer knows is harmless.
 	table.release(serial, 1)
+}
+
+// imageFSForTest shows image A and returns imageFS over the catalog, not
+// mounted: its handlers are called directly, as the kernel would.
+func imageFSForTest(t *testing.T) (*imageFS, *image) {
+	t.Helper()
+	im := newTestImages(t)
+	opts := Options{Logger: testLogger(t)}.withDefaults()
+	root := NewRoot(im.reader, opts)
+	serial := showImageA(t, root, im)
+	return newImageFS(&rootNode{root: root}, root, gofsOptions(root, opts)), root.images.get(serial)
+}
+
+func header(id uint64) fuse.InHeader { return fuse.InHeader{NodeId: id} }
+
+// Listings start at any offset the kernel hands back, fill what fits and
+// say where to go on; READDIRPLUS entries count as lookups until FORGET.
+func TestImageFSListings(t *testing.T) {
+	fs, img := imageFSForTest(t)
+	dir, ok := img.view.LookupPath("etc")
+	if !ok {
+		t.Fatal("no etc")
+	}
+	want := img.view.ReadDir(dir)
+	if len(want) < 4 {
+		t.Fatalf("etc has %d entries; the test wants a few", len(want))
+	}
+	var open fuse.OpenOut
+	if st := fs.OpenDir(nil, &fuse.OpenIn{InHeader: header(img.ino(dir))}, &open); !st.Ok() || open.OpenFlags&fuse.FOPEN_CACHE_DIR == 0 {
+		t.Fatalf("OpenDir: %v, flags %#x", st, open.OpenFlags)
+	}
+
+	list := func(plus bool, off uint64, size int) ([]fuse.DirEntry, []fuse.EntryOut) {
+		t.Helper()
+		out := fuse.NewDirEntryList(make([]byte, size), off)
+		in := &fuse.ReadIn{InHeader: header(img.ino(dir)), Offset: off}
+		var st fuse.Status
+		if plus {
+			st = fs.ReadDirPlus(nil, in, out)
+		} else {
+			st = fs.ReadDir(nil, in, out)
+		}
+		if !st.Ok() {
+			t.Fatalf("listing from %d: %v", off, st)
+		}
+		if plus {
+			ents, outs, err := fuse.ParseDirLookupEntries(out.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ents, outs
+		}
+		ents, err := fuse.ParseDirEntries(out.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ents, nil
+	}
+	for _, plus := range []bool{false, true} {
+		// Small buffers, so the listing takes several requests.
+		var got []fuse.DirEntry
+		for off := uint64(0); ; {
+			ents, outs := list(plus, off, 200)
+			if len(ents) == 0 {
+				break
+			}
+			for i, e := range ents {
+				if plus && (outs[i].NodeId != e.Ino || outs[i].Ino != e.Ino || outs[i].EntryTimeout() == 0) {
+					t.Errorf("READDIRPLUS entry %q: %+v", e.Name, outs[i])
+				}
+			}
+			got = append(got, ents...)
+			off = ents[len(ents)-1].Off
+		}
+		if len(got) != len(want) {
+			t.Fatalf("plus=%v: listed %d entries, want %d", plus, len(got), len(want))
+		}
+		for i, e := range got {
+			if e.Name != want[i].Name || e.Ino != img.ino(want[i].Ino) || e.Off != uint64(i+1) ||
+				e.Mode != fileTypeBits(img.view.Type(want[i].Ino)) {
+				t.Errorf("plus=%v: entry %d = %v, want %q ino %d off %d", plus, i, &e, want[i].Name, img.ino(want[i].Ino), i+1)
+			}
+		}
+	}
+	if n := fs.images.lookups(img.serial); n != uint64(len(want)) {
+		t.Errorf("READDIRPLUS of %d entries counted %d lookups", len(want), n)
+	}
+	for _, e := range want {
+		fs.Forget(img.ino(e.Ino), 1)
+	}
+	if n := fs.images.lookups(img.serial); n != 0 {
+		t.Errorf("%d lookups left after forgetting every entry", n)
+	}
+
+	// Resuming past the end is a bad offset, at the end an empty list.
+	if ents, _ := list(false, uint64(len(want)), 4096); len(ents) != 0 {
+		t.Errorf("listing from the end gave %d entries", len(ents))
+	}
+	if st := fs.ReadDir(nil, &fuse.ReadIn{InHeader: header(img.ino(dir)), Offset: uint64(len(want) + 1)},
+		fuse.NewDirEntryList(make([]byte, 4096), 0)); st != fuse.EINVAL {
+		t.Errorf("listing past the end: %v, want EINVAL", st)
+	}
+	// A file is not a directory.
+	file, _ := img.view.LookupPath("etc/passwd")
+	if st := fs.OpenDir(nil, &fuse.OpenIn{InHeader: header(img.ino(file))}, &open); st != fuse.ENOTDIR {
+		t.Errorf("OpenDir of a file: %v, want ENOTDIR", st)
+	}
+}
+
+// A lookup answers from the view and counts a reference; a miss is an
+// answer the kernel caches, as long as a hit.
+func TestImageFSLookup(t *testing.T) {
+	fs, img := imageFSForTest(t)
+	h := header(img.ino(img.rootIno()))
+	var out fuse.EntryOut
+	if st := fs.Lookup(nil, &h, "etc", &out); !st.Ok() {
+		t.Fatalf("Lookup etc: %v", st)
+	}
+	etc, _ := img.view.LookupPath("etc")
+	if out.NodeId != img.ino(etc) || out.Attr.Ino != img.ino(etc) || out.Attr.Mode&syscall.S_IFMT != syscall.S_IFDIR ||
+		out.EntryTimeout() != DefaultImageTimeout || out.AttrTimeout() != DefaultImageTimeout {
+		t.Errorf("Lookup etc = %+v", out)
+	}
+	if n := fs.images.lookups(img.serial); n != 1 {
+		t.Errorf("%d lookups counted, want 1", n)
+	}
+	out = fuse.EntryOut{}
+	if st := fs.Lookup(nil, &h, "no-such-name", &out); !st.Ok() || out.NodeId != 0 || out.EntryTimeout() != DefaultImageTimeout {
+		t.Errorf("Lookup of a missing name: %v %+v; want a cached negative entry", st, out)
+	}
+	if n := fs.images.lookups(img.serial); n != 1 {
+		t.Errorf("a miss changed the count to %d", n)
+	}
+	// The catalog still answers through go-fuse.
+	var attr fuse.AttrOut
+	if st := fs.GetAttr(nil, &fuse.GetAttrIn{InHeader: header(rootIno)}, &attr); !st.Ok() || attr.Ino != rootIno {
+		t.Errorf("GetAttr of the mount root: %v, ino %d", st, attr.Ino)
+	}
+	// Writes are refused on image inodes.
+	if st := fs.Mkdir(nil, &fuse.MkdirIn{InHeader: h}, "new", &out); st != fuse.EROFS {
+		t.Errorf("Mkdir in an image: %v, want EROFS", st)
+	}
 }
