@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"github.com/opencontainers/go-digest"
 
@@ -41,46 +40,15 @@ func (s *Source) Open(_ context.Context, d digest.Digest) (blob.Blob, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, fi, err := OpenRegular(p)
+	b, err := blob.OpenFile(p)
 	if err != nil {
 		return nil, fmt.Errorf("blob %s of layout %s: %w", d, s.dir, err)
 	}
-	return &file{File: f, info: fi}, nil
+	return b, nil
 }
 
-// OpenRegular opens a file for reading and refuses anything but a regular
-// file with blob.ErrNotRegular. The open itself does not block: opening a
-// FIFO for reading would otherwise wait for a writer that never comes.
+// OpenRegular is blob.OpenRegular, kept here for the callers that read
+// other files of a layout (its index.json) with the same care.
 func OpenRegular(name string) (*os.File, os.FileInfo, error) {
-	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, nil, fmt.Errorf("%s: %w (%s)", name, blob.ErrNotRegular, fi.Mode().Type())
-	}
-	return f, fi, nil
-}
-
-type file struct {
-	*os.File
-	info os.FileInfo
-}
-
-func (f *file) Size() int64 { return f.info.Size() }
-
-// Version implements blob.Versioned: a rewritten or replaced file changes
-// its inode, size or modification time.
-func (f *file) Version() string {
-	v := fmt.Sprintf("%d@%d", f.info.Size(), f.info.ModTime().UnixNano())
-	if st, ok := f.info.Sys().(*syscall.Stat_t); ok {
-		v = fmt.Sprintf("%d:%d:%s", st.Dev, st.Ino, v)
-	}
-	return v
+	return blob.OpenRegular(name)
 }
