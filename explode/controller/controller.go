@@ -92,6 +92,9 @@ type Controller struct {
 	// retired remembers the sources of layers that no wanted image holds
 	// any more, for processes that still read files of a removed image.
 	retired retiredLayers
+	// skipped holds images that streams name but that are not exploded,
+	// shown in the status with their reason.
+	skipped map[digest.Digest]bool
 	queue   []digest.Digest
 	wake    chan struct{}
 	flights map[digest.Digest]*layerFlight
@@ -156,6 +159,7 @@ func New(store index.Store, reader LayerReleaser, pub Publisher, reg *status.Reg
 		badCopies: map[digest.Digest]map[string]badCopy{},
 		repairing: map[digest.Digest]bool{},
 		retired:   retiredLayers{sources: map[digest.Digest][]blob.Source{}},
+		skipped:   map[digest.Digest]bool{},
 		wake:      make(chan struct{}, 1),
 		flights:   map[digest.Digest]*layerFlight{},
 	}
@@ -340,5 +344,25 @@ func (c *Controller) refreshRefs() {
 	}
 	for d := range c.images {
 		c.status.UpdateImage(d, func(s *status.Image) { s.Refs = refs[d] })
+	}
+	skipped := map[digest.Digest]string{}
+	for _, ss := range c.streams {
+		for d, reason := range ss.src.Skipped {
+			if _, exploded := c.images[d]; !exploded {
+				skipped[d] = reason
+			}
+		}
+	}
+	for d, reason := range skipped {
+		c.skipped[d] = true
+		c.status.UpdateImage(d, func(s *status.Image) { s.State, s.Reason, s.Refs = status.Skipped, reason, refs[d] })
+	}
+	for d := range c.skipped {
+		if _, still := skipped[d]; !still {
+			delete(c.skipped, d)
+			if _, exploded := c.images[d]; !exploded {
+				c.status.RemoveImage(d)
+			}
+		}
 	}
 }

@@ -25,6 +25,9 @@ type Stream struct {
 	// History lists every image of the stream, tagged or not, including
 	// the tagged ones.
 	History []digest.Digest
+	// Skipped names images of the stream that are not exploded, with the
+	// reason (an image outside the integrated registry, say).
+	Skipped map[digest.Digest]string
 	// Blobs opens the stream's manifests, configs and layers by digest.
 	Blobs blob.Source
 }
@@ -32,10 +35,11 @@ type Stream struct {
 // Key returns "namespace/name".
 func (s Stream) Key() string { return s.Namespace + "/" + s.Name }
 
-// Equal reports whether two states show the same tags and history.
+// Equal reports whether two states show the same tags, history and
+// skipped images.
 func (s Stream) Equal(o Stream) bool {
 	return s.Namespace == o.Namespace && s.Name == o.Name &&
-		maps.Equal(s.Tags, o.Tags) && slices.Equal(s.History, o.History)
+		maps.Equal(s.Tags, o.Tags) && slices.Equal(s.History, o.History) && maps.Equal(s.Skipped, o.Skipped)
 }
 
 // Sink receives stream changes. A source calls it from one goroutine.

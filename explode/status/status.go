@@ -20,6 +20,9 @@ const (
 	Indexing State = "indexing"
 	Ready    State = "ready"
 	Failed   State = "failed"
+	// Skipped images are named by a stream but not exploded, by policy
+	// (an image outside the integrated registry, say); Reason says why.
+	Skipped State = "skipped"
 )
 
 // Layer is the status of one layer pass.
