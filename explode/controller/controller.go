@@ -252,20 +252,28 @@ func (c *Controller) StreamFailed(namespace, name string, err error) {
 	c.log.Warn("cannot read stream; keeping its last good state", "stream", namespace+"/"+name, "err", err)
 }
 
-// referenced lists the images a stream needs: its history, its tags'
-// targets and the images its tags still show.
+// referenced lists the images a stream needs, most wanted first, so that
+// they are queued in that order: its tags' targets, its history, and the
+// images its tags still show.
 func (c *Controller) referenced(ss *streamState) []digest.Digest {
-	set := map[digest.Digest]bool{}
+	var out []digest.Digest
+	seen := map[digest.Digest]bool{}
+	add := func(d digest.Digest) {
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	for _, tag := range slices.Sorted(maps.Keys(ss.src.Tags)) {
+		add(ss.src.Tags[tag])
+	}
 	for _, d := range ss.src.History {
-		set[d] = true
+		add(d)
 	}
-	for _, d := range ss.src.Tags {
-		set[d] = true
+	for _, tag := range slices.Sorted(maps.Keys(ss.shown)) {
+		add(ss.shown[tag])
 	}
-	for _, d := range ss.shown {
-		set[d] = true
-	}
-	return slices.Sorted(maps.Keys(set))
+	return out
 }
 
 // forgetUnreferenced drops images no stream needs, and lets go of the

@@ -3,7 +3,9 @@ package controller_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,9 +14,12 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/explodefs/explodefs/explode/blob/ocilayout"
 	"github.com/explodefs/explodefs/explode/controller"
+	"github.com/explodefs/explodefs/explode/source"
 	"github.com/explodefs/explodefs/explode/status"
 	"github.com/explodefs/explodefs/index"
 	"github.com/explodefs/explodefs/index/memstore"
@@ -406,5 +411,47 @@ func TestRemovedImageStaysReadable(t *testing.T) {
 	buf := make([]byte, in.Size)
 	if n, err := index.ReadFile(context.Background(), h.reader, lay, in, buf, 0); (err != nil && err != io.EOF) || string(buf[:n]) != "the old image" {
 		t.Fatalf("reading a held file of the removed image: %q, %v", buf[:n], err)
+	}
+}
+
+// A stream's tagged images are indexed before its history.
+func TestTaggedImagesFirst(t *testing.T) {
+	layout := filepath.Join(t.TempDir(), "app")
+	var history []digest.Digest
+	for i := range 4 {
+		d, err := imagegen.WriteImage(layout, fmt.Sprintf("v%d", i), imagegen.SingleImage(layer("f", fmt.Sprintf("image %d", i))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		history = append(history, d)
+	}
+	tagged := history[3]
+	pub := &recorder{streams: map[string]shown{}}
+	reg := status.NewRegistry()
+	store := memstore.New()
+	reader := index.NewReader(store, nil, index.ReaderOptions{})
+	defer reader.Close()
+	ctrl := controller.New(store, reader, pub, reg, controller.Options{
+		Platform: v1.Platform{OS: "linux", Architecture: "amd64"}, ImageWorkers: 1, CacheDir: t.TempDir(),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	ctrl.StreamChanged(source.Stream{Namespace: "ns", Name: "app", Tags: map[string]digest.Digest{"latest": tagged},
+		History: history, Blobs: ocilayout.New(layout)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ctrl.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "all images ready", func() bool {
+		s, _ := pub.get("ns/app")
+		return len(s.images) == len(history)
+	})
+	finished := map[digest.Digest]time.Time{}
+	for _, s := range reg.Snapshot().Images {
+		finished[s.Digest] = s.Finished
+	}
+	for _, d := range history[:3] {
+		if !finished[tagged].Before(finished[d]) {
+			t.Errorf("history image %s finished at %v, before the tagged image at %v", d, finished[d], finished[tagged])
+		}
 	}
 }
