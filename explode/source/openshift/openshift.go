@@ -106,10 +106,13 @@ func (s *Source) Run(ctx context.Context, sink source.Sink) error {
 		return ctx.Err()
 	}
 	lister := informer.Lister()
+	// Resyncs and unrelated updates redeliver streams that did not
+	// change; only changes reach the sink, so backoffs downstream hold.
+	reported := map[string]source.Stream{}
 	// The first list is in the cache: report all of it before Synced.
 	initial := queue.Len()
 	for range initial {
-		if !s.processNext(queue, lister, sink) {
+		if !s.processNext(queue, lister, sink, reported) {
 			return nil
 		}
 	}
@@ -119,7 +122,7 @@ func (s *Source) Run(ctx context.Context, sink source.Sink) error {
 		<-ctx.Done()
 		queue.ShutDown()
 	}()
-	for s.processNext(queue, lister, sink) {
+	for s.processNext(queue, lister, sink, reported) {
 	}
 	return nil
 }
@@ -132,7 +135,7 @@ func (s *Source) namespaceName() string {
 }
 
 // processNext handles one queued stream; false means the queue shut down.
-func (s *Source) processNext(queue workqueue.TypedRateLimitingInterface[string], lister imagelisters.ImageStreamLister, sink source.Sink) bool {
+func (s *Source) processNext(queue workqueue.TypedRateLimitingInterface[string], lister imagelisters.ImageStreamLister, sink source.Sink, reported map[string]source.Stream) bool {
 	key, shutdown := queue.Get()
 	if shutdown {
 		return false
@@ -146,6 +149,7 @@ func (s *Source) processNext(queue workqueue.TypedRateLimitingInterface[string],
 	is, err := lister.ImageStreams(ns).Get(name)
 	switch {
 	case errors.IsNotFound(err):
+		delete(reported, key)
 		sink.StreamRemoved(ns, name)
 	case err != nil:
 		s.log.Warn("reading imagestream from the cache; retrying", "stream", key, "err", err)
@@ -157,6 +161,10 @@ func (s *Source) processNext(queue workqueue.TypedRateLimitingInterface[string],
 			sink.StreamFailed(ns, name, err)
 			break
 		}
+		if last, ok := reported[key]; ok && last.Equal(st) {
+			break
+		}
+		reported[key] = st
 		sink.StreamChanged(st)
 	}
 	queue.Forget(key)

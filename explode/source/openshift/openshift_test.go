@@ -184,3 +184,28 @@ func TestUpdatesDeletesNamespaceAndDepth(t *testing.T) {
 	}
 	eventually(t, "the stream goes", func() bool { _, ok := s.get("ns/app"); return !ok })
 }
+
+// An update that changes nothing the controller follows (a resync, a
+// label) is not passed on.
+func TestUnchangedStreamNotRedelivered(t *testing.T) {
+	is := stream("ns", "app", imagev1.NamedTagEventList{Tag: "latest", Items: []imagev1.TagEvent{item(registry, "ns", "app", img(1))}})
+	client := fake.NewSimpleClientset(is.DeepCopy())
+	s := run(t, client)
+	eventually(t, "ns/app", func() bool { _, ok := s.get("ns/app"); return ok })
+	labelled := is.DeepCopy()
+	labelled.Labels = map[string]string{"touched": "yes"}
+	if _, err := client.ImageV1().ImageStreams("ns").Update(context.Background(), labelled, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	moved := labelled.DeepCopy()
+	moved.Status.Tags[0].Items = append([]imagev1.TagEvent{item(registry, "ns", "app", img(2))}, moved.Status.Tags[0].Items...)
+	if _, err := client.ImageV1().ImageStreams("ns").Update(context.Background(), moved, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the tag moves", func() bool { st, _ := s.get("ns/app"); return st.Tags["latest"] == img(2) })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.seenAt["ns/app"]; n != 2 {
+		t.Errorf("%d changes delivered; want 2 (the label alone changes nothing)", n)
+	}
+}
