@@ -30,23 +30,47 @@ func envName(flag string) string {
 	return "EXPLODEFS_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
+// legacyEnvKey annotates a flag with os-explode's variables for it, which
+// keep their meaning.
+const legacyEnvKey = "explodefs/legacy-env"
+
+// legacyEnv makes the variables names also set flag name of fs, after its
+// EXPLODEFS_ variable.
+func legacyEnv(fs *pflag.FlagSet, name string, names ...string) {
+	if err := fs.SetAnnotation(name, legacyEnvKey, names); err != nil {
+		panic(err) // a typo in a flag name: a programming error
+	}
+}
+
+// envNames lists the variables that set f, in order of precedence.
+func envNames(f *pflag.Flag) []string {
+	return append([]string{envName(f.Name)}, f.Annotations[legacyEnvKey]...)
+}
+
 // bindEnv gives every flag of fs an environment variable, named in its
 // help text. A flag given on the command line wins over the variable.
 func bindEnv(fs *pflag.FlagSet) {
 	fs.VisitAll(func(f *pflag.Flag) {
-		f.Usage += fmt.Sprintf(" [$%s]", envName(f.Name))
+		f.Usage += " [$" + strings.Join(envNames(f), ", $") + "]"
 	})
 }
 
 func applyEnv(fs *pflag.FlagSet) error {
 	var err error
 	fs.VisitAll(func(f *pflag.Flag) {
-		v, ok := os.LookupEnv(envName(f.Name))
-		if !ok || f.Changed || err != nil {
+		if f.Changed || err != nil {
 			return
 		}
-		if serr := fs.Set(f.Name, v); serr != nil {
-			err = fmt.Errorf("$%s: %w", envName(f.Name), serr)
+		for _, name := range envNames(f) {
+			v, ok := os.LookupEnv(name)
+			if !ok {
+				continue
+			}
+			if serr := fs.Set(f.Name, v); serr != nil {
+				// The value is not echoed: it may be a secret.
+				err = fmt.Errorf("$%s is not a valid --%s: %w", name, f.Name, serr)
+			}
+			return
 		}
 	})
 	return err

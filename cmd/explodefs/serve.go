@@ -59,6 +59,7 @@ type serveConfig struct {
 	logFormat    string
 	fuseDebug    bool
 	pprof        bool
+	cluster      clusterConfig
 }
 
 func newServeCommand() *cobra.Command {
@@ -79,7 +80,7 @@ Every flag can also be set through the environment variable named in its help.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&c.source, "source", "oci-dir:/var/lib/explodefs/images", "where image streams come from: oci-dir:PATH (PATH/<namespace>/<stream>/ are OCI layouts)")
+	f.StringVar(&c.source, "source", "oci-dir:/var/lib/explodefs/images", "where image streams come from: openshift (ImageStreams of the cluster), or oci-dir:PATH (PATH/<namespace>/<stream>/ are OCI layouts)")
 	f.StringVar(&c.mountpoint, "mountpoint", "/var/lib/explodefs/mnt", "where the read-only tree is mounted")
 	f.StringVar(&c.stateDir, "state-dir", "/var/lib/explodefs/state", "where the index and caches live")
 	f.StringVar(&c.listen, "listen", defaultListen, "address for /healthz, /readyz, /metrics and /status; empty disables")
@@ -101,6 +102,7 @@ Every flag can also be set through the environment variable named in its help.`,
 	f.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&c.fuseDebug, "fuse-debug", false, "log every FUSE request")
 	f.BoolVar(&c.pprof, "pprof", false, "serve Go's /debug/pprof on the listener")
+	addClusterFlags(f, &c.cluster)
 	bindEnv(f)
 	return cmd
 }
@@ -128,8 +130,10 @@ func newSource(spec string, c serveConfig, log *slog.Logger) (source.Source, err
 			return nil, errors.New("source oci-dir needs a path: oci-dir:PATH")
 		}
 		return ocidir.New(arg, ocidir.WithLogger(log), ocidir.WithResync(c.resync)), nil
+	case "openshift":
+		return newOpenShiftSource(c.cluster, c.resync, log)
 	}
-	return nil, fmt.Errorf("source %q: unknown kind %q (supported: oci-dir:PATH)", spec, kind)
+	return nil, fmt.Errorf("source %q: unknown kind %q (supported: openshift, oci-dir:PATH)", spec, kind)
 }
 
 func serve(parent context.Context, c serveConfig) error {
