@@ -139,6 +139,23 @@ func Run(t *testing.T, newSource NewSource) {
 			}
 		}
 	})
+	t.Run("SequentialReads", func(t *testing.T) {
+		// Readers going through a blob in order, as the layer pass and
+		// the lazy reader do, several at once in different places, in
+		// the read sizes they use.
+		d, want := largest(blobs)
+		b := open(t, src, d)
+		var wg sync.WaitGroup
+		for i, chunk := range []int{4 << 10, 64 << 10, 256 << 10, 1000 << 10} {
+			wg.Go(func() {
+				start := int64(i) * int64(len(want)) / 5
+				for off := start; off < int64(len(want)); off += int64(chunk) {
+					checkRead(t, d, b, want, off, chunk)
+				}
+			})
+		}
+		wg.Wait()
+	})
 	t.Run("ConcurrentReadAt", func(t *testing.T) {
 		d, want := largest(blobs)
 		b := open(t, src, d)

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -22,17 +22,24 @@ type remoteBlob struct {
 	d      digest.Digest
 	url    string
 	size   int64
+	ahead  readAhead
 	// ctx ends with Close, which so cancels the reads in flight. It does
 	// not come from Open's context: a blob outlives the call that opened it.
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	streams []*stream // parked, oldest first
+	marks   []mark    // ends of recent reads, oldest first
 }
 
 func (b *remoteBlob) Size() int64 { return b.size }
 
-// Close cancels the reads in flight; later reads fail with os.ErrClosed.
+// Close cancels the reads in flight and closes parked streams; later
+// reads fail with os.ErrClosed.
 func (b *remoteBlob) Close() error {
 	b.cancel()
+	b.closeStreams()
 	return nil
 }
 
@@ -59,12 +66,16 @@ func (b *remoteBlob) readAt(p []byte, off int64) (int, error) {
 	want := min(int64(len(p)), b.size-off)
 	var done int64
 	for done < want {
-		n := min(want-done, b.src.reg.maxRequest)
-		got, err := b.readRange(p[done:done+n], off+done)
-		done += int64(got)
-		if err != nil {
-			return int(done), err
+		q := p[done:min(want, done+b.src.reg.maxRequest)]
+		got := int64(b.readSequential(q, off+done))
+		if got < int64(len(q)) {
+			n, err := b.readRange(q[got:], off+done+got)
+			got += int64(n)
+			if err != nil {
+				return int(done + got), err
+			}
 		}
+		done += got
 	}
 	if want < int64(len(p)) {
 		return int(want), io.EOF
@@ -96,44 +107,15 @@ func (b *remoteBlob) readRange(q []byte, off int64) (int, error) {
 // into q: all of q, a prefix of it if the registry sent a shorter range,
 // or some bytes and an error.
 func (b *remoteBlob) fetch(ctx context.Context, q []byte, off int64) (int, error) {
-	end := off + int64(len(q)) - 1
-	what := fmt.Sprintf("GET bytes %d-%d", off, end)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.url, nil)
+	resp, r, err := b.request(ctx, off, off+int64(len(q))-1)
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, end))
-	resp, err := b.client.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", what, fromConnection(unwrapURL(err)))
-	}
 	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusPartialContent:
-		cr, err := parseContentRange(resp.Header.Get("Content-Range"))
-		switch {
-		case err != nil:
-			return 0, &shortBodyError{fmt.Errorf("%s: %w", what, err)}
-		case cr.first != off || cr.last < cr.first || cr.last > end:
-			return 0, &shortBodyError{fmt.Errorf("%s: the registry answered bytes %d-%d", what, cr.first, cr.last)}
-		case cr.total >= 0 && cr.total != b.size:
-			return 0, fmt.Errorf("%s: the registry says the blob has %d bytes, it had %d at open", what, cr.total, b.size)
-		case resp.ContentLength >= 0 && resp.ContentLength != cr.last-cr.first+1:
-			return 0, &shortBodyError{fmt.Errorf("%s: Content-Length %d does not match Content-Range %d-%d", what, resp.ContentLength, cr.first, cr.last)}
-		}
-		n, err := io.ReadFull(resp.Body, q[:cr.last-cr.first+1])
-		if err != nil {
-			return n, &shortBodyError{fmt.Errorf("%s: body ended after %d of %d bytes: %w", what, n, cr.last-cr.first+1, err)}
-		}
-		// Reaching the end of the body lets the connection be reused.
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 512))
-		return n, nil
-	case http.StatusOK:
+	what := fmt.Sprintf("GET bytes %d-%d", off, off+int64(len(q))-1)
+	if r.whole {
 		// The registry ignored the range and sends the whole blob: skip
 		// to off. Correct, if slow; the connection is dropped after q.
-		if resp.ContentLength >= 0 && resp.ContentLength != b.size {
-			return 0, fmt.Errorf("%s: the registry sends %d bytes for a blob of %d", what, resp.ContentLength, b.size)
-		}
 		if skipped, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
 			return 0, &shortBodyError{fmt.Errorf("%s: the whole blob came back and ended after %d bytes: %w", what, skipped, err)}
 		}
@@ -142,11 +124,15 @@ func (b *remoteBlob) fetch(ctx context.Context, q []byte, off int64) (int, error
 			return n, &shortBodyError{fmt.Errorf("%s: the whole blob came back and ended early: %w", what, err)}
 		}
 		return n, nil
-	case http.StatusNotFound:
-		return 0, fmt.Errorf("%s: the registry no longer has the blob: %w", what, fs.ErrNotExist)
 	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	return 0, newStatusError(what, resp)
+	length := r.last - r.first + 1
+	n, err := io.ReadFull(resp.Body, q[:length])
+	if err != nil {
+		return n, &shortBodyError{fmt.Errorf("%s: body ended after %d of %d bytes: %w", what, n, length, err)}
+	}
+	// Reaching the end of the body lets the connection be reused.
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 512))
+	return n, nil
 }
 
 // contentRange is a parsed "Content-Range: bytes first-last/total"; total

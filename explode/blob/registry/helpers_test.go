@@ -161,3 +161,8 @@ func (l *requestLog) rangesSeen() []string {
 func emptyStorage(t testing.TB) blob.Source {
 	return distribution.New(t.TempDir())
 }
+
+// fmtSscanf parses a Range header's bounds.
+func fmtSscanf(rng string, first, last *int64) (int, error) {
+	return fmt.Sscanf(rng, "bytes=%d-%d", first, last)
+}

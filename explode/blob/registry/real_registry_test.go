@@ -93,7 +93,7 @@ func TestConformanceRealRegistry(t *testing.T) {
 
 // pushToReal uploads one blob to repo: a POST starts the upload, a PUT
 // with the digest finishes it.
-func pushToReal(t *testing.T, r *testregistry.Registry, d digest.Digest, b []byte) {
+func pushToReal(t testing.TB, r *testregistry.Registry, d digest.Digest, b []byte) {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, r.URL()+"/v2/"+repo+"/blobs/uploads/", nil)
 	resp, err := r.Do(req)

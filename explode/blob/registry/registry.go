@@ -45,6 +45,7 @@ type Registry struct {
 	// maxRequest bounds the bytes one request asks for, so that a long
 	// ReadAt is not held to one request timeout.
 	maxRequest int64
+	ahead      readAhead
 }
 
 type config struct {
@@ -54,6 +55,7 @@ type config struct {
 	insecure   bool
 	retry      retryPolicy
 	maxRequest int64
+	ahead      readAhead
 }
 
 // Option configures a Registry.
@@ -98,6 +100,20 @@ func WithRequestTimeout(d time.Duration) Option { return func(c *config) { c.ret
 // longer ReadAt is split into several requests.
 func WithMaxRequestSize(n int64) Option { return func(c *config) { c.maxRequest = max(n, 1) } }
 
+// WithReadAhead sets the streams that serve sequential reads: the first
+// asks for first bytes, each next one for twice as many up to maxWindow.
+// A random read never starts one. WithReadAhead(0, 0) sends one request
+// per read.
+func WithReadAhead(first, maxWindow int64) Option {
+	return func(c *config) {
+		if first <= 0 {
+			c.ahead = readAhead{}
+			return
+		}
+		c.ahead = readAhead{first: first, max: max(first, maxWindow)}
+	}
+}
+
 // Defaults: a span read of the index (1 MiB) fits one request, which a
 // slow registry serves well within the timeout; five attempts over about
 // 1.5 s of waits ride out a registry pod restarting behind its service.
@@ -116,6 +132,7 @@ func New(rawURL string, opts ...Option) (*Registry, error) {
 	c := config{
 		retry:      retryPolicy{attempts: defaultAttempts, wait: defaultWait, maxWait: defaultMaxWait, timeout: defaultTimeout},
 		maxRequest: defaultMaxRequest,
+		ahead:      readAhead{first: defaultReadAheadFirst, max: defaultReadAheadMax},
 	}
 	for _, o := range opts {
 		o(&c)
@@ -154,6 +171,7 @@ func New(rawURL string, opts ...Option) (*Registry, error) {
 		retry:      c.retry,
 		insecure:   c.insecure,
 		maxRequest: c.maxRequest,
+		ahead:      c.ahead,
 	}, nil
 }
 

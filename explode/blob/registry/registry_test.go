@@ -2,7 +2,6 @@ package registry_test
 
 import (
 	"encoding/base64"
-	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -128,12 +127,10 @@ func TestConformanceBehindEmptyStorage(t *testing.T) {
 	})
 }
 
-// Requests reach the registry only for blob ranges, and the source name
-// says which registry and repository it reads.
+// The source's name says which registry and repository it reads.
 func TestString(t *testing.T) {
 	src := source(t, "https://registry.example:5000")
 	if got, want := src.String(), "https://registry.example:5000/ns/stream"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
-	_ = http.StatusOK
 }

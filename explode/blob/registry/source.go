@@ -90,7 +90,7 @@ func (s *Source) open(ctx context.Context, d digest.Digest) (*remoteBlob, error)
 		return nil, err
 	}
 	bctx, cancel := context.WithCancel(context.Background())
-	return &remoteBlob{src: s, client: client, d: d, url: u, size: size, ctx: bctx, cancel: cancel}, nil
+	return &remoteBlob{src: s, client: client, d: d, url: u, size: size, ahead: s.reg.ahead, ctx: bctx, cancel: cancel}, nil
 }
 
 // httpClient runs the auth handshake once: it pings the registry for its
