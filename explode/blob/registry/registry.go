@@ -26,6 +26,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -46,6 +47,9 @@ type Registry struct {
 	// ReadAt is not held to one request timeout.
 	maxRequest int64
 	ahead      readAhead
+
+	mu      sync.Mutex
+	sources map[string]*Source // by repository
 }
 
 type config struct {
@@ -172,6 +176,7 @@ func New(rawURL string, opts ...Option) (*Registry, error) {
 		insecure:   c.insecure,
 		maxRequest: c.maxRequest,
 		ahead:      c.ahead,
+		sources:    map[string]*Source{},
 	}, nil
 }
 

@@ -134,3 +134,37 @@ func TestString(t *testing.T) {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
 }
+
+// A stream that changes asks for its repository's source again; it gets
+// the same one, so the auth handshake is not redone.
+func TestRepositoryIsReused(t *testing.T) {
+	d, _, h := bigBlob(t, 100)
+	saToken := randomSecret(t, "sa-")
+	ts := newTokenServer(saToken, h)
+	srv := httptest.NewServer(ts)
+	defer srv.Close()
+	ts.realm = srv.URL
+	reg, err := registry.New(srv.URL, registry.WithAuthenticator(registry.TokenAuth(saToken)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		src, err := reg.Repository(repo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := src.Open(t.Context(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Close()
+	}
+	if n := ts.exchanges.Load(); n != 1 {
+		t.Errorf("%d token exchanges for three opens through one repository, want 1", n)
+	}
+	other, _ := reg.Repository("ns/other")
+	first, _ := reg.Repository(repo)
+	if other == first {
+		t.Error("two repositories share a source")
+	}
+}

@@ -41,7 +41,9 @@ var _ blob.Source = (*Source)(nil)
 
 // Repository returns the source of the blobs of repo ("namespace/stream").
 // A registry only serves a blob through a repository that links it, and
-// credentials are scoped per repository too.
+// credentials are scoped per repository too. Asking again for the same
+// repository returns the same Source, so that its auth handshake and
+// token are not redone each time a stream changes.
 func (r *Registry) Repository(repo string) (*Source, error) {
 	if !repositoryName.MatchString(repo) {
 		return nil, fmt.Errorf("repository %q of %s: not a valid repository name", repo, r)
@@ -50,8 +52,25 @@ func (r *Registry) Repository(repo string) (*Source, error) {
 	if err != nil || ref.RegistryStr() != r.reg.RegistryStr() || ref.RepositoryStr() != repo {
 		return nil, fmt.Errorf("repository %q of %s: not a valid repository name", repo, r)
 	}
-	return &Source{reg: r, repo: r.reg.Repo(ref.RepositoryStr()), secrets: &redactor{}}, nil
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if src, ok := r.sources[repo]; ok {
+		return src, nil
+	}
+	if len(r.sources) >= maxSources {
+		// Forgetting one costs only a handshake when it is asked for again.
+		for k := range r.sources {
+			delete(r.sources, k)
+			break
+		}
+	}
+	src := &Source{reg: r, repo: r.reg.Repo(repo), secrets: &redactor{}}
+	r.sources[repo] = src
+	return src, nil
 }
+
+// maxSources bounds the repositories a Registry remembers.
+const maxSources = 4096
 
 // repositoryName is distribution's grammar of repository names: lowercase
 // components separated by slashes, each of alphanumerics joined by ".",
