@@ -42,6 +42,12 @@ type Source interface {
 	String() string
 }
 
+// ErrUnavailable is wrapped by the failures of a source that could not be
+// reached or kept failing to answer (a registry down, restarting, or
+// overloaded) after the retries it makes itself. They may pass: unlike a
+// failure of the bytes, they say nothing about the blob.
+var ErrUnavailable = errors.New("the source is unavailable")
+
 // ErrNotRegular reports a blob path that is not a regular file. Such a
 // blob is refused rather than read, because reading a FIFO or a device
 // could block a worker forever.

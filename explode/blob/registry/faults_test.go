@@ -16,6 +16,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/explodefs/explodefs/explode/blob"
 	"github.com/explodefs/explodefs/explode/blob/blobtest"
 	"github.com/explodefs/explodefs/explode/blob/registry"
 )
@@ -124,6 +125,40 @@ func TestRetriesAreBounded(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
+	}
+	if !errors.Is(err, blob.ErrUnavailable) {
+		t.Errorf("error %q does not wrap blob.ErrUnavailable, so it would be taken for a fault of the blob", err)
+	}
+
+}
+
+// Open tells a registry that is down (blob.ErrUnavailable: it may pass)
+// from one that refuses the credentials (it will not).
+func TestOpenFailures(t *testing.T) {
+	d, _, h := bigBlob(t, 100)
+	var code atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			w.WriteHeader(int(code.Load()))
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	src := source(t, srv.URL, registry.WithRetries(3, time.Millisecond, time.Millisecond))
+	for _, c := range []struct {
+		code        int
+		unavailable bool
+	}{{503, true}, {500, true}, {429, true}, {401, false}, {403, false}, {400, false}} {
+		code.Store(int64(c.code))
+		_, err := src.Open(t.Context(), d)
+		if err == nil || errors.Is(err, blob.ErrUnavailable) != c.unavailable || errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("HEAD answered %d: Open: %v; want unavailable=%v", c.code, err, c.unavailable)
+		}
+	}
+	srv.Close()
+	if _, err := src.Open(t.Context(), d); !errors.Is(err, blob.ErrUnavailable) {
+		t.Errorf("registry gone: Open: %v, want blob.ErrUnavailable", err)
 	}
 }
 

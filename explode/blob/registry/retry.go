@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/explodefs/explodefs/explode/blob"
 )
 
 // retryPolicy bounds how long one request may take and how often it is
@@ -32,7 +34,7 @@ func (p retryPolicy) do(ctx context.Context, attempt func(ctx context.Context) e
 			return err
 		}
 		if n >= p.attempts {
-			return fmt.Errorf("%w (gave up after %d attempts)", err, n)
+			return &gaveUp{err: err, attempts: n}
 		}
 		t := time.NewTimer(p.backoff(n, err))
 		select {
@@ -157,3 +159,15 @@ type schemeError struct{ host, want, got string }
 func (e *schemeError) Error() string {
 	return fmt.Sprintf("registry %s is configured as %s, not %s", e.host, e.want, e.got)
 }
+
+// gaveUp is a failure that may pass, still there after every attempt.
+type gaveUp struct {
+	err      error
+	attempts int
+}
+
+func (e *gaveUp) Error() string {
+	return fmt.Sprintf("%v (gave up after %d attempts)", e.err, e.attempts)
+}
+
+func (e *gaveUp) Unwrap() []error { return []error{e.err, blob.ErrUnavailable} }
