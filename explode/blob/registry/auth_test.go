@@ -1,10 +1,12 @@
 package registry_test
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/logs"
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/explodefs/explodefs/explode/blob/registry"
@@ -34,6 +37,21 @@ func TestNoCredentialInErrors(t *testing.T) {
 		base64.StdEncoding.EncodeToString([]byte("puller:" + password)),
 		base64.StdEncoding.EncodeToString([]byte("serviceaccount:" + token)),
 	}
+	// go-containerregistry logs through its package's loggers (silent by
+	// default); turned on, they must not show a credential either.
+	var logged bytes.Buffer
+	for _, l := range []**log.Logger{&logs.Warn, &logs.Debug, &logs.Progress} {
+		old := *l
+		*l = log.New(&logged, "", 0)
+		t.Cleanup(func() { *l = old })
+	}
+	t.Cleanup(func() {
+		for _, s := range secrets {
+			if strings.Contains(logged.String(), s) {
+				t.Errorf("a log line shows a credential: %s", logged.String())
+			}
+		}
+	})
 	// echo answers with everything it was sent, as a careless server might.
 	echo := func(w http.ResponseWriter, r *http.Request, code int) {
 		http.Error(w, fmt.Sprintf(`{"errors":[{"code":"DENIED","message":"you sent %q to %s"}]}`, r.Header.Get("Authorization"), r.URL), code)
