@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 )
@@ -15,8 +16,9 @@ import (
 // AuthFile returns a keychain that reads the docker config.json at path:
 // the --registry-auth-file format, and what a mounted pull secret holds
 // (.dockerconfigjson, or the older .dockercfg without "auths"). The file
-// is read again at each handshake, so a rotated secret is picked up; it
-// is read once here as well, so that a broken file fails at start.
+// is read once here, so that a broken file fails at start, and again
+// whenever it changed when credentials are needed, so that a rotated
+// pull secret is picked up without a restart.
 //
 // An entry matches a repository by its host[:port], or by host[:port]/path
 // when the path is a prefix of the repository's, the longest match
@@ -25,24 +27,69 @@ import (
 // the daemon runs no programs it was not given. A repository no entry
 // matches is read anonymously.
 func AuthFile(path string) (authn.Keychain, error) {
-	if _, err := readAuthFile(path); err != nil {
+	f := &authFile{path: path}
+	if _, err := f.entries(); err != nil {
 		return nil, err
 	}
-	return authFile{path: path}, nil
+	return f, nil
 }
 
-type authFile struct{ path string }
+type authFile struct {
+	path string
 
-func (k authFile) Resolve(target authn.Resource) (authn.Authenticator, error) {
-	entries, err := readAuthFile(k.path)
+	mu     sync.Mutex
+	stamp  string // size and modification time of the file last read
+	cached map[string]authn.AuthConfig
+}
+
+// entries returns the file's entries, reading it again only when it
+// changed: credentials are asked for at every request to a registry that
+// takes basic auth.
+func (f *authFile) entries() (map[string]authn.AuthConfig, error) {
+	fi, err := os.Stat(f.path)
+	if err != nil {
+		return nil, fmt.Errorf("auth file: %w", err)
+	}
+	stamp := fmt.Sprintf("%d@%d", fi.Size(), fi.ModTime().UnixNano())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cached != nil && stamp == f.stamp {
+		return f.cached, nil
+	}
+	entries, err := readAuthFile(f.path)
 	if err != nil {
 		return nil, err
 	}
-	cfg, ok := matchAuth(entries, target)
-	if !ok {
-		return authn.Anonymous, nil
+	f.stamp, f.cached = stamp, entries
+	return entries, nil
+}
+
+// Resolve implements authn.Keychain. The authenticator it returns looks
+// the file up at each use.
+func (f *authFile) Resolve(target authn.Resource) (authn.Authenticator, error) {
+	if _, err := f.entries(); err != nil {
+		return nil, err
 	}
-	return authn.FromConfig(cfg), nil
+	return authFileEntry{file: f, target: target}, nil
+}
+
+// authFileEntry is the entry of the auth file for one repository, as it
+// is now.
+type authFileEntry struct {
+	file   *authFile
+	target authn.Resource
+}
+
+func (e authFileEntry) Authorization() (*authn.AuthConfig, error) {
+	entries, err := e.file.entries()
+	if err != nil {
+		return nil, err
+	}
+	cfg, ok := matchAuth(entries, e.target)
+	if !ok {
+		return &authn.AuthConfig{}, nil
+	}
+	return &cfg, nil
 }
 
 // readAuthFile parses the file without ever quoting it: it holds secrets.

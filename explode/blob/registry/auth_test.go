@@ -315,3 +315,30 @@ func TestRepositoryNames(t *testing.T) {
 		}
 	}
 }
+
+// A rotated pull secret is used from the next request on, through the
+// authenticator already handed out.
+func TestAuthFileRotation(t *testing.T) {
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	p := writeAuthFile(t, map[string]map[string]string{"registry.example": {"auth": b64("puller:old-password")}})
+	kc, err := registry.AuthFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := name.NewRepository("registry.example/ns/stream")
+	auth, err := kc.Resolve(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := writeAuthFile(t, map[string]map[string]string{"registry.example": {"auth": b64("puller:new-password")}})
+	data, _ := os.ReadFile(rotated)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Minute)
+	os.Chtimes(p, later, later)
+	cfg, err := auth.Authorization()
+	if err != nil || cfg.Password != "new-password" {
+		t.Errorf("after rotation: %+v, %v; want the new password", cfg, err)
+	}
+}
