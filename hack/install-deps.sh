@@ -9,7 +9,9 @@ packages=(
   gzip zstd                  # baselines and test image variants
   umoci                      # independent reference extraction for tests
   attr libcap2-bin           # xattr and file capability tools for debugging tests
-  util-linux                 # setpriv: non-root readers in tests
+  util-linux                 # setpriv: non-root readers in tests; flock in hack/apiserver/build.sh
+  docker-registry            # the real registry of test/registry
+  apache2-utils              # htpasswd: bcrypt entries for the registry's basic auth
   curl unzip ca-certificates
 )
 missing=()
