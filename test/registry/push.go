@@ -108,7 +108,7 @@ func (p pusher) pushManifest(desc ispec.Descriptor, ref string) error {
 	}
 	for _, blob := range blobs {
 		if err := p.pushBlob(blob.Digest); err != nil {
-			return fmt.Errorf("blob %s: %w", blob.Digest, err)
+			return err
 		}
 	}
 	mediaType := desc.MediaType
@@ -129,33 +129,8 @@ func (p pusher) pushManifest(desc ispec.Descriptor, ref string) error {
 	return nil
 }
 
-// pushBlob uploads one blob in a single request, unless the repository
-// has it already.
+// pushBlob uploads one blob of the layout.
 func (p pusher) pushBlob(d digest.Digest) error {
-	resp, err := p.send(http.MethodHead, p.path("blobs/"+d.String()), "", nil, 0)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode == http.StatusOK {
-		return nil
-	}
-	resp, err = p.send(http.MethodPost, p.path("blobs/uploads/"), "", nil, 0)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("start upload: %s", answer(resp))
-	}
-	location, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		return fmt.Errorf("upload location: %w", err)
-	}
-	q := location.Query()
-	q.Set("digest", d.String())
-	location.RawQuery = q.Encode()
-
 	f, err := os.Open(p.blobFile(d))
 	if err != nil {
 		return err
@@ -165,13 +140,45 @@ func (p pusher) pushBlob(d digest.Digest) error {
 	if err != nil {
 		return err
 	}
-	resp, err = p.send(http.MethodPut, location.String(), "application/octet-stream", f, info.Size())
+	return p.r.PushBlob(p.ctx, p.repository, d, f, info.Size())
+}
+
+// PushBlob uploads size bytes of content to repository as blob d, in a
+// single request (POST to start the upload, PUT with the digest to finish
+// it), unless the repository has d already. The registry refuses content
+// that does not match d.
+func (r *Registry) PushBlob(ctx context.Context, repository string, d digest.Digest, content io.Reader, size int64) error {
+	p := pusher{r: r, ctx: ctx, repository: repository}
+	resp, err := p.send(http.MethodHead, p.path("blobs/"+d.String()), "", nil, 0)
 	if err != nil {
-		return err
+		return fmt.Errorf("push blob %s: %w", d, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	resp, err = p.send(http.MethodPost, p.path("blobs/uploads/"), "", nil, 0)
+	if err != nil {
+		return fmt.Errorf("push blob %s: %w", d, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("push blob %s: start upload: %s", d, answer(resp))
+	}
+	location, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		return fmt.Errorf("push blob %s: upload location: %w", d, err)
+	}
+	q := location.Query()
+	q.Set("digest", d.String())
+	location.RawQuery = q.Encode()
+	resp, err = p.send(http.MethodPut, location.String(), "application/octet-stream", content, size)
+	if err != nil {
+		return fmt.Errorf("push blob %s: %w", d, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("upload: %s", answer(resp))
+		return fmt.Errorf("push blob %s: upload: %s", d, answer(resp))
 	}
 	return nil
 }

@@ -59,6 +59,7 @@ func TestPushAndReadBack(t *testing.T) {
 			if _, err := r.PushLayout(ctx, layout, "no-such-tag", "team-a/app"); err == nil {
 				t.Error("pushing a tag the layout lacks succeeded")
 			}
+			checkPushBlob(t, ctx, r)
 			if r.CAPEM != nil {
 				checkCredentialsAndCA(t, ctx, r)
 			}
@@ -159,5 +160,28 @@ func checkCredentialsAndCA(t *testing.T, ctx context.Context, r *registry.Regist
 	config, err := os.ReadFile(r.AuthFile)
 	if err != nil || !strings.Contains(string(config), `"`+r.Host+`"`) {
 		t.Errorf("auth file %s: %s %v", r.AuthFile, config, err)
+	}
+}
+
+// checkPushBlob pushes a lone blob, twice (the second finds it there), and
+// one whose bytes do not match its digest, which the registry refuses.
+func checkPushBlob(t *testing.T, ctx context.Context, r *registry.Registry) {
+	t.Helper()
+	content := []byte("a blob no manifest names")
+	d := digest.FromBytes(content)
+	for range 2 {
+		if err := r.PushBlob(ctx, "team-a/loose", d, bytes.NewReader(content), int64(len(content))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if stored, err := os.ReadFile(r.BlobPath(d)); err != nil || !bytes.Equal(stored, content) {
+		t.Fatalf("pushed blob in the storage: %q, %v", stored, err)
+	}
+	wrong := digest.FromString("something else")
+	if err := r.PushBlob(ctx, "team-a/loose", wrong, bytes.NewReader(content), int64(len(content))); err == nil {
+		t.Fatal("a blob that does not match its digest was taken")
+	}
+	if _, err := os.Stat(r.BlobPath(wrong)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused blob is in the storage: %v", err)
 	}
 }
