@@ -57,6 +57,7 @@ type daemon struct {
 	t      *testing.T
 	bin    string
 	args   []string
+	env    []string // added to the test's environment
 	listen string
 	log    string
 	cmd    *exec.Cmd
@@ -99,6 +100,7 @@ func (d *daemon) start() {
 		d.t.Fatal(err)
 	}
 	d.cmd = exec.Command(d.bin, d.args...)
+	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
