@@ -13,8 +13,8 @@ import (
 // isPermanent tells failures tied to the bytes a source holds (a digest
 // mismatch, a malformed tar or manifest, a blob that is not a file) from
 // those that may pass by themselves (a blob not there yet or still being
-// written, an I/O error, a full or blocked state directory, a cancelled
-// run). A permanent failure is tried again only when the blob or the set
+// written, an I/O error, a registry that does not answer, a full or
+// blocked state directory, a cancelled run). A permanent failure is tried again only when the blob or the set
 // of sources changes; the others are retried with backoff.
 func isPermanent(err error) bool {
 	var readErr *blobReadError
@@ -24,7 +24,8 @@ func isPermanent(err error) bool {
 	case err == nil,
 		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
 		errors.As(err, &readErr), errors.As(err, &storeErr), errors.As(err, &transient),
-		errors.Is(err, fs.ErrNotExist), errors.Is(err, index.ErrCorrupt):
+		errors.Is(err, fs.ErrNotExist), errors.Is(err, index.ErrCorrupt),
+		errors.Is(err, blob.ErrUnavailable):
 		return false
 	case errors.Is(err, blob.ErrNotRegular):
 		return true

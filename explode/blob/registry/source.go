@@ -82,12 +82,13 @@ var repositoryName = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(
 func (s *Source) String() string { return s.reg.String() + "/" + s.repo.RepositoryStr() }
 
 // Open implements blob.Source. It asks the registry for the blob's size
-// (HEAD); the bytes are fetched by ReadAt, a range at a time.
+// (HEAD); the bytes are fetched by ReadAt, a range at a time. A digest the
+// registry has no blob of is read as a manifest.
 func (s *Source) Open(ctx context.Context, d digest.Digest) (blob.Blob, error) {
 	if err := d.Validate(); err != nil {
 		return nil, fmt.Errorf("blob %q of %s: %w", d, s, err)
 	}
-	b, err := s.open(ctx, d)
+	b, err := s.openBlobOrManifest(ctx, d)
 	if err != nil {
 		return nil, s.secrets.redact(fmt.Errorf("blob %s of %s: %w", d, s, err))
 	}
