@@ -92,13 +92,14 @@ type Controller struct {
 	// retired remembers the sources of layers that no wanted image holds
 	// any more, for processes that still read files of a removed image.
 	retired retiredLayers
-	// skipped holds images that streams name but that are not exploded,
-	// shown in the status with their reason.
-	skipped map[digest.Digest]bool
-	queue   []digest.Digest
-	wake    chan struct{}
-	flights map[digest.Digest]*layerFlight
-	synced  bool
+	// refs indexes who refers to each image and layer; streamRefs is what
+	// each stream referenced when refs was last brought up to date.
+	refs       refIndex
+	streamRefs map[string][]digest.Digest
+	queue      []digest.Digest
+	wake       chan struct{}
+	flights    map[digest.Digest]*layerFlight
+	synced     bool
 }
 
 type streamState struct {
@@ -152,16 +153,17 @@ func New(store index.Store, reader LayerReleaser, pub Publisher, reg *status.Reg
 	}
 	return &Controller{
 		opts: opts, store: store, reader: reader, pub: pub, status: reg, log: opts.Logger,
-		ctx:       context.Background(),
-		passes:    make(chan struct{}, opts.LayerPasses),
-		streams:   map[string]*streamState{},
-		images:    map[digest.Digest]*imageState{},
-		badCopies: map[digest.Digest]map[string]badCopy{},
-		repairing: map[digest.Digest]bool{},
-		retired:   retiredLayers{sources: map[digest.Digest][]blob.Source{}},
-		skipped:   map[digest.Digest]bool{},
-		wake:      make(chan struct{}, 1),
-		flights:   map[digest.Digest]*layerFlight{},
+		ctx:        context.Background(),
+		passes:     make(chan struct{}, opts.LayerPasses),
+		streams:    map[string]*streamState{},
+		images:     map[digest.Digest]*imageState{},
+		badCopies:  map[digest.Digest]map[string]badCopy{},
+		repairing:  map[digest.Digest]bool{},
+		retired:    retiredLayers{sources: map[digest.Digest][]blob.Source{}},
+		refs:       newRefIndex(),
+		streamRefs: map[string][]digest.Digest{},
+		wake:       make(chan struct{}, 1),
+		flights:    map[digest.Digest]*layerFlight{},
 	}
 }
 
@@ -203,14 +205,15 @@ func (c *Controller) Ready() bool {
 func (c *Controller) StreamChanged(st source.Stream) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	before := c.layerSourceNames()
-	ss, ok := c.streams[st.Key()]
+	key := st.Key()
+	before := c.layerSourceNamesOf(c.streamRefs[key])
+	ss, ok := c.streams[key]
 	if !ok {
 		ss = &streamState{shown: map[string]digest.Digest{}}
-		c.streams[st.Key()] = ss
+		c.streams[key] = ss
 	}
 	ss.src = st
-	c.status.SetStreamError(st.Key(), nil)
+	c.status.SetStreamError(key, nil)
 	for _, d := range c.referenced(ss) {
 		img, ok := c.images[d]
 		switch {
@@ -223,9 +226,11 @@ func (c *Controller) StreamChanged(st source.Stream) {
 			c.enqueue(d)
 		}
 	}
-	c.refreshRefs()
-	c.publish(ss)
-	c.forgetUnreferenced()
+	changed := c.syncRefs(key, ss)
+	c.syncSkipped(key, st.Skipped)
+	changed = append(changed, c.publish(ss)...)
+	c.refreshRefsOf(append(changed, c.streamRefs[key]...))
+	c.forgetUnreferenced(changed)
 	c.releaseMovedLayers(before)
 }
 
@@ -235,14 +240,16 @@ func (c *Controller) StreamRemoved(namespace, name string) {
 	defer c.mu.Unlock()
 	key := namespace + "/" + name
 	c.status.SetStreamError(key, nil)
+	c.syncSkipped(key, nil)
 	if _, ok := c.streams[key]; !ok {
 		return
 	}
-	before := c.layerSourceNames()
+	before := c.layerSourceNamesOf(c.streamRefs[key])
 	delete(c.streams, key)
+	changed := c.syncRefs(key, nil)
 	c.pub.RemoveStream(namespace, name)
-	c.refreshRefs()
-	c.forgetUnreferenced()
+	c.refreshRefsOf(changed)
+	c.forgetUnreferenced(changed)
 	c.releaseMovedLayers(before)
 }
 
@@ -276,18 +283,13 @@ func (c *Controller) referenced(ss *streamState) []digest.Digest {
 	return out
 }
 
-// forgetUnreferenced drops images no stream needs, and lets go of the
-// blobs of layers that no remaining image holds.
-func (c *Controller) forgetUnreferenced() {
-	used := map[digest.Digest]bool{}
-	for _, ss := range c.streams {
-		for _, d := range c.referenced(ss) {
-			used[d] = true
-		}
-	}
+// forgetUnreferenced drops those of the candidate images that no stream
+// needs any more, and lets go of the blobs of layers that no remaining
+// image holds.
+func (c *Controller) forgetUnreferenced(candidates []digest.Digest) {
 	var gone []digest.Digest
-	for d := range c.images {
-		if !used[d] {
+	for _, d := range candidates {
+		if _, ok := c.images[d]; ok && len(c.refs.streamsOf[d]) == 0 && !slices.Contains(gone, d) {
 			gone = append(gone, d)
 		}
 	}
@@ -306,15 +308,16 @@ func (c *Controller) forgetUnreferenced() {
 		}
 	}
 	for _, d := range gone {
-		if img := c.images[d]; img.retry != nil {
+		img := c.images[d]
+		if img.retry != nil {
 			img.retry.Stop()
 		}
+		c.setLayers(d, img, nil)
 		delete(c.images, d)
 		c.status.RemoveImage(d)
 	}
-	held := c.heldLayers()
 	for l, srcs := range sources {
-		if !held[l] {
+		if len(c.refs.imagesOf[l]) == 0 {
 			c.retired.add(l, srcs)
 			c.releaseLayer(l)
 			delete(c.badCopies, l)
@@ -322,55 +325,8 @@ func (c *Controller) forgetUnreferenced() {
 	}
 }
 
-// heldLayers is the set of layers of every image still wanted.
-func (c *Controller) heldLayers() map[digest.Digest]bool {
-	held := map[digest.Digest]bool{}
-	for _, img := range c.images {
-		for _, l := range img.layers {
-			held[l] = true
-		}
-	}
-	return held
-}
-
 func (c *Controller) releaseLayer(l digest.Digest) {
 	if err := c.reader.Release(l); err != nil {
 		c.log.Warn("closing layer blob", "layer", l, "err", err)
-	}
-}
-
-// refreshRefs rewrites every image's list of names in the status.
-func (c *Controller) refreshRefs() {
-	refs := map[digest.Digest][]string{}
-	for _, ss := range c.streams {
-		for tag, d := range ss.src.Tags {
-			refs[d] = append(refs[d], ss.src.Key()+":"+tag)
-		}
-		for _, d := range ss.src.History {
-			refs[d] = append(refs[d], ss.src.Key()+"@"+d.String())
-		}
-	}
-	for d := range c.images {
-		c.status.UpdateImage(d, func(s *status.Image) { s.Refs = refs[d] })
-	}
-	skipped := map[digest.Digest]string{}
-	for _, ss := range c.streams {
-		for d, reason := range ss.src.Skipped {
-			if _, exploded := c.images[d]; !exploded {
-				skipped[d] = reason
-			}
-		}
-	}
-	for d, reason := range skipped {
-		c.skipped[d] = true
-		c.status.UpdateImage(d, func(s *status.Image) { s.State, s.Reason, s.Refs = status.Skipped, reason, refs[d] })
-	}
-	for d := range c.skipped {
-		if _, still := skipped[d]; !still {
-			delete(c.skipped, d)
-			if _, exploded := c.images[d]; !exploded {
-				c.status.RemoveImage(d)
-			}
-		}
 	}
 }

@@ -36,7 +36,8 @@ func (c *Controller) process(ctx context.Context, d digest.Digest) (*index.View,
 	}
 	c.mu.Lock()
 	if st, ok := c.images[d]; ok {
-		st.layers, st.sources = layers, srcs
+		c.setLayers(d, st, layers)
+		st.sources = srcs
 	}
 	c.mu.Unlock()
 	c.status.UpdateImage(d, func(s *status.Image) {

@@ -22,9 +22,11 @@ func tagShows(target, previous digest.Digest, ready func(digest.Digest) bool) (d
 	return "", false
 }
 
-// publish shows the stream's ready images and the tags that point at them.
-// Called with c.mu held, so publications happen in order.
-func (c *Controller) publish(ss *streamState) {
+// publish shows the stream's ready images and the tags that point at them,
+// and returns the images whose referring streams changed with it (a tag
+// that stops showing an old image lets go of it). Called with c.mu held,
+// so publications happen in order.
+func (c *Controller) publish(ss *streamState) []digest.Digest {
 	tags := map[string]digest.Digest{}
 	for tag, d := range ss.src.Tags {
 		if shown, ok := tagShows(d, ss.shown[tag], c.ready); ok {
@@ -39,6 +41,7 @@ func (c *Controller) publish(ss *streamState) {
 		}
 	}
 	c.pub.SetStream(ss.src.Namespace, ss.src.Name, tags, views)
+	return c.syncRefs(ss.src.Key(), ss)
 }
 
 // ready reports whether image d can be shown: it was merged, and its view
@@ -48,14 +51,12 @@ func (c *Controller) ready(d digest.Digest) bool {
 	return ok && img.view != nil && img.state != status.Failed
 }
 
-// publishHolders publishes every stream that references image d.
-func (c *Controller) publishHolders(d digest.Digest) {
-	for _, ss := range c.streams {
-		for _, r := range c.referenced(ss) {
-			if r == d {
-				c.publish(ss)
-				break
-			}
-		}
+// publishHolders publishes every stream that references image d and
+// returns the images whose referring streams changed.
+func (c *Controller) publishHolders(d digest.Digest) []digest.Digest {
+	var changed []digest.Digest
+	for _, key := range c.streamKeysOf(d) {
+		changed = append(changed, c.publish(c.streams[key])...)
 	}
+	return changed
 }

@@ -109,8 +109,9 @@ func (c *Controller) finish(d digest.Digest, view *index.View, err error) {
 		img.queued = false
 		c.enqueue(d)
 	}
-	c.publishHolders(d)
-	c.forgetUnreferenced()
+	changed := c.publishHolders(d)
+	c.refreshRefsOf(changed)
+	c.forgetUnreferenced(changed)
 }
 
 // backoff is the wait before attempt n+1: doubling from RetryBackoff for

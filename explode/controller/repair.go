@@ -33,13 +33,8 @@ func (c *Controller) LayerDamaged(layer digest.Digest, cause error) {
 			c.log.Error("dropping damaged layer index", "layer", layer, "err", err)
 			return
 		}
-		for d, img := range c.images {
-			for _, l := range img.layers {
-				if l == layer {
-					c.enqueue(d)
-					break
-				}
-			}
+		for d := range c.refs.imagesOf[layer] {
+			c.enqueue(d)
 		}
 	}()
 }

@@ -24,14 +24,10 @@ type badCopy struct {
 // image d, in a stable order, each once.
 func (c *Controller) imageSources(d digest.Digest) []blob.Source {
 	var out []blob.Source
-	seen := map[string]bool{}
-	for _, key := range slices.Sorted(maps.Keys(c.streams)) {
-		ss := c.streams[key]
-		if ss.src.Blobs == nil || seen[ss.src.Blobs.String()] || !slices.Contains(c.referenced(ss), d) {
-			continue
+	for _, key := range c.streamKeysOf(d) {
+		if src := c.streams[key].src.Blobs; src != nil {
+			out = appendNew(out, src)
 		}
-		seen[ss.src.Blobs.String()] = true
-		out = append(out, ss.src.Blobs)
 	}
 	return out
 }
@@ -40,59 +36,56 @@ func (c *Controller) imageSources(d digest.Digest) []blob.Source {
 // known to be bad last.
 func (c *Controller) layerSources(layer digest.Digest) []blob.Source {
 	var good, bad []blob.Source
-	seen := map[string]bool{}
-	for _, d := range slices.Sorted(maps.Keys(c.images)) {
-		if !slices.Contains(c.images[d].layers, layer) {
-			continue
-		}
+	for _, d := range slices.Sorted(maps.Keys(c.refs.imagesOf[layer])) {
 		for _, src := range c.imageSources(d) {
-			if seen[src.String()] {
-				continue
-			}
-			seen[src.String()] = true
 			if _, isBad := c.badCopies[layer][src.String()]; isBad {
-				bad = append(bad, src)
+				bad = appendNew(bad, src)
 			} else {
-				good = append(good, src)
+				good = appendNew(good, src)
 			}
 		}
 	}
-	return append(good, bad...)
+	var out []blob.Source
+	for _, src := range append(good, bad...) {
+		out = appendNew(out, src)
+	}
+	return out
 }
 
-// layerSourceNames maps every known layer to the names of its sources.
-func (c *Controller) layerSourceNames() map[digest.Digest]map[string]bool {
-	bySource := map[digest.Digest][]string{}
-	for key, ss := range c.streams {
-		if ss.src.Blobs == nil {
+// layerSourceNamesOf maps the layers of the given images to the names of
+// their sources.
+func (c *Controller) layerSourceNamesOf(images []digest.Digest) map[digest.Digest]map[string]bool {
+	out := map[digest.Digest]map[string]bool{}
+	for _, d := range images {
+		img, ok := c.images[d]
+		if !ok {
 			continue
 		}
-		for _, d := range c.referenced(ss) {
-			bySource[d] = append(bySource[d], c.streams[key].src.Blobs.String())
-		}
-	}
-	out := map[digest.Digest]map[string]bool{}
-	for d, img := range c.images {
 		for _, l := range img.layers {
-			if out[l] == nil {
-				out[l] = map[string]bool{}
+			if out[l] != nil {
+				continue
 			}
-			for _, name := range bySource[d] {
-				out[l][name] = true
+			out[l] = map[string]bool{}
+			for _, src := range c.layerSources(l) {
+				out[l][src.String()] = true
 			}
 		}
 	}
 	return out
 }
 
-// releaseMovedLayers lets go of the open blob of every layer that lost a
-// source since before, so that the reader opens it again from a source
-// that still has it and a deleted blob does not keep its disk space.
+// releaseMovedLayers lets go of the open blob of every layer of before
+// that lost a source since, so that the reader opens it again from a
+// source that still has it and a deleted blob does not keep its disk
+// space.
 func (c *Controller) releaseMovedLayers(before map[digest.Digest]map[string]bool) {
-	after := c.layerSourceNames()
 	for l, names := range before {
+		now := map[string]bool{}
+		for _, src := range c.layerSources(l) {
+			now[src.String()] = true
+		}
 		for name := range names {
-			if !after[l][name] {
+			if !now[name] {
 				c.releaseLayer(l)
 				break
 			}
