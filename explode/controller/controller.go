@@ -151,7 +151,7 @@ func New(store index.Store, reader LayerReleaser, pub Publisher, reg *status.Reg
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Controller{
+	c := &Controller{
 		opts: opts, store: store, reader: reader, pub: pub, status: reg, log: opts.Logger,
 		ctx:        context.Background(),
 		passes:     make(chan struct{}, opts.LayerPasses),
@@ -165,6 +165,8 @@ func New(store index.Store, reader LayerReleaser, pub Publisher, reg *status.Reg
 		wake:       make(chan struct{}, 1),
 		flights:    map[digest.Digest]*layerFlight{},
 	}
+	reg.SetRefs(c.imageRefs)
+	return c
 }
 
 // Run processes queued images until ctx ends.
@@ -229,7 +231,6 @@ func (c *Controller) StreamChanged(st source.Stream) {
 	changed := c.syncRefs(key, ss)
 	c.syncSkipped(key, st.Skipped)
 	changed = append(changed, c.publish(ss)...)
-	c.refreshRefsOf(append(changed, c.streamRefs[key]...))
 	c.forgetUnreferenced(changed)
 	c.releaseMovedLayers(before)
 }
@@ -248,7 +249,6 @@ func (c *Controller) StreamRemoved(namespace, name string) {
 	delete(c.streams, key)
 	changed := c.syncRefs(key, nil)
 	c.pub.RemoveStream(namespace, name)
-	c.refreshRefsOf(changed)
 	c.forgetUnreferenced(changed)
 	c.releaseMovedLayers(before)
 }

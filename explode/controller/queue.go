@@ -110,7 +110,6 @@ func (c *Controller) finish(d digest.Digest, view *index.View, err error) {
 		c.enqueue(d)
 	}
 	changed := c.publishHolders(d)
-	c.refreshRefsOf(changed)
 	c.forgetUnreferenced(changed)
 }
 

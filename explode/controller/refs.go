@@ -108,9 +108,14 @@ func (c *Controller) syncSkipped(key string, skipped map[digest.Digest]string) {
 			c.status.RemoveImage(d)
 			continue
 		}
-		keys := slices.Sorted(maps.Keys(by))
-		reason := by[keys[0]]
-		c.status.UpdateImage(d, func(s *status.Image) { s.State, s.Reason, s.Refs = status.Skipped, reason, keys })
+		first := ""
+		for key := range by {
+			if first == "" || key < first {
+				first = key
+			}
+		}
+		reason := by[first]
+		c.status.UpdateImage(d, func(s *status.Image) { s.State, s.Reason = status.Skipped, reason })
 	}
 }
 
@@ -130,24 +135,26 @@ func (c *Controller) setLayers(d digest.Digest, img *imageState, layers []digest
 	}
 }
 
-// refreshRefsOf rewrites the names of the given images in the status.
-func (c *Controller) refreshRefsOf(images []digest.Digest) {
-	for _, d := range images {
-		if _, ok := c.images[d]; !ok {
-			continue
-		}
-		var names []string
-		for _, key := range c.streamKeysOf(d) {
-			src := c.streams[key].src
-			for _, tag := range slices.Sorted(maps.Keys(src.Tags)) {
-				if src.Tags[tag] == d {
-					names = append(names, key+":"+tag)
-				}
-			}
-			if slices.Contains(src.History, d) {
-				names = append(names, key+"@"+d.String())
-			}
-		}
-		c.status.UpdateImage(d, func(s *status.Image) { s.Refs = names })
+// imageRefs names the references of image d for the status: the tags and
+// history items naming an exploded image, or the streams that skip it.
+// The status asks at snapshot time, so nothing is kept current per change.
+func (c *Controller) imageRefs(d digest.Digest) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.images[d]; !ok {
+		return slices.Sorted(maps.Keys(c.refs.skippedBy[d]))
 	}
+	var names []string
+	for _, key := range c.streamKeysOf(d) {
+		src := c.streams[key].src
+		for _, tag := range slices.Sorted(maps.Keys(src.Tags)) {
+			if src.Tags[tag] == d {
+				names = append(names, key+":"+tag)
+			}
+		}
+		if slices.Contains(src.History, d) {
+			names = append(names, key+"@"+d.String())
+		}
+	}
+	return names
 }

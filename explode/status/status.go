@@ -84,6 +84,18 @@ type Registry struct {
 	images  map[digest.Digest]*Image
 	layers  map[digest.Digest]*layerEntry
 	streams map[string]Stream
+	// refsOf, when set, names the references of an image at snapshot
+	// time, so that keeping names current costs nothing per change.
+	refsOf func(digest.Digest) []string
+}
+
+// SetRefs makes Snapshot ask fn for each image's references. fn is called
+// without the registry's lock held, so it may take locks of its own that
+// are held while the registry is updated.
+func (r *Registry) SetRefs(fn func(digest.Digest) []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refsOf = fn
 }
 
 type layerEntry struct {
@@ -177,6 +189,16 @@ func (l *layerEntry) snapshot() Layer {
 // Snapshot returns the current status, sorted by digest. An image's bytes
 // are summed over its layers, so progress shows while it is indexed.
 func (r *Registry) Snapshot() Report {
+	rep, refsOf := r.snapshot()
+	if refsOf != nil {
+		for i := range rep.Images {
+			rep.Images[i].Refs = refsOf(rep.Images[i].Digest)
+		}
+	}
+	return rep
+}
+
+func (r *Registry) snapshot() (Report, func(digest.Digest) []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rep := Report{Images: []Image{}, Layers: []Layer{}}
@@ -203,5 +225,5 @@ func (r *Registry) Snapshot() Report {
 	sort.Slice(rep.Streams, func(i, j int) bool { return rep.Streams[i].Name < rep.Streams[j].Name })
 	sort.Slice(rep.Images, func(i, j int) bool { return rep.Images[i].Digest < rep.Images[j].Digest })
 	sort.Slice(rep.Layers, func(i, j int) bool { return rep.Layers[i].Digest < rep.Layers[j].Digest })
-	return rep
+	return rep, r.refsOf
 }
