@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 )
 
 // Watch is an open watch of ImageStreams: the raw stream of events the
@@ -34,21 +35,38 @@ func (c *Cluster) WatchImageStreams(ctx context.Context, namespace, resourceVers
 		q.Set("resourceVersion", resourceVersion)
 	}
 	path := imageStreamsPath(namespace) + "?" + q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL+path, nil)
-	if err != nil {
-		return nil, err
+	// A freshly started server answers 429 while its watch cache fills;
+	// clients wait and ask again, as client-go's reflector does.
+	deadline := time.Now().Add(watchCacheWait)
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Accept", "application/json")
+		resp, err := c.Client.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("watch %s: %w", path, err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			return &Watch{resp: resp, dec: json.NewDecoder(resp.Body)}, nil
+		}
+		serr := statusError(resp)
+		resp.Body.Close()
+		if serr.Code != http.StatusTooManyRequests || time.Now().After(deadline) {
+			return nil, fmt.Errorf("watch %s: %w", path, serr)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.Client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("watch %s: %w", path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
-		return nil, fmt.Errorf("watch %s: %w", path, statusError(resp))
-	}
-	return &Watch{resp: resp, dec: json.NewDecoder(resp.Body)}, nil
 }
+
+// watchCacheWait bounds how long a watch waits for a restarted server's
+// watch cache.
+const watchCacheWait = 30 * time.Second
 
 // Next blocks until the next event. It returns io.EOF (or a read error)
 // when the server ends the watch, e.g. because it was stopped, and an
