@@ -38,17 +38,8 @@ type osEnv struct {
 // apiextensions-apiserver serving ImageStreams and Debian's
 // docker-registry, configured only through os-explode's variables.
 func TestOpenShift(t *testing.T) {
-	requireHost(t)
-	dir := t.TempDir()
-	for _, p := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e := &osEnv{dir: dir, mnt: filepath.Join(dir, "mnt"), layouts: filepath.Join(dir, "layouts")}
-	e.c = cluster.Start(t)
-	e.reg = registry.Start(t)
-	bin := buildDaemon(t, dir)
+	e, bin := newOSEnv(t)
+	dir := e.dir
 
 	e.d = newDaemon(t, bin, "", e.mnt, filepath.Join(dir, "state"))
 	host, port, err := net.SplitHostPort(e.reg.Host)
@@ -73,6 +64,24 @@ func TestOpenShift(t *testing.T) {
 	t.Run("APIServerRestartAndRelistLoseNothing", e.testAPIServerRestart)
 	t.Run("DeleteTagThenStream", e.testDeletes)
 	t.Run("RestartReindexesNothing", e.testRestart)
+}
+
+// newOSEnv starts a real API server and registry (with opts) for a test
+// and builds the daemon.
+func newOSEnv(t *testing.T, opts ...registry.Option) (*osEnv, string) {
+	t.Helper()
+	requireHost(t)
+	dir := t.TempDir()
+	// t.TempDir makes 0700 directories; non-root readers must reach the mount.
+	for _, p := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := &osEnv{dir: dir, mnt: filepath.Join(dir, "mnt"), layouts: filepath.Join(dir, "layouts")}
+	e.c = cluster.Start(t)
+	e.reg = registry.Start(t, opts...)
+	return e, buildDaemon(t, dir)
 }
 
 // push writes img as a layout, pushes it to the registry as ns/stream:tag

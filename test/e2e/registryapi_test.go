@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/explodefs/explodefs/explode/blob/blobtest"
-	"github.com/explodefs/explodefs/test/cluster"
 	"github.com/explodefs/explodefs/test/imagegen"
 	"github.com/explodefs/explodefs/test/registry"
 )
@@ -25,17 +24,8 @@ import (
 // the files read through the mount are right, or the read fails; never
 // wrong bytes.
 func TestOpenShiftRegistryAPI(t *testing.T) {
-	requireHost(t)
-	dir := t.TempDir()
-	for _, p := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e := &osEnv{dir: dir, mnt: filepath.Join(dir, "mnt"), layouts: filepath.Join(dir, "layouts")}
-	e.c = cluster.Start(t)
-	e.reg = registry.Start(t, registry.WithTLSAndAuth())
-	bin := buildDaemon(t, dir)
+	e, bin := newOSEnv(t, registry.WithTLSAndAuth())
+	dir := e.dir
 
 	proxy, err := blobtest.NewFaultProxy("https://"+e.reg.Host, e.reg.Client.Transport, blobtest.Faults{
 		ServerError: 0.15, CutShort: 0.1, Stall: 0.02, StallBody: 0.02, StallFor: 2 * time.Second, IgnoreRange: 0.05, ShiftRange: 0.05, Seed: 7,

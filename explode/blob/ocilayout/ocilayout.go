@@ -4,7 +4,6 @@ package ocilayout
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
@@ -45,10 +44,4 @@ func (s *Source) Open(_ context.Context, d digest.Digest) (blob.Blob, error) {
 		return nil, fmt.Errorf("blob %s of layout %s: %w", d, s.dir, err)
 	}
 	return b, nil
-}
-
-// OpenRegular is blob.OpenRegular, kept here for the callers that read
-// other files of a layout (its index.json) with the same care.
-func OpenRegular(name string) (*os.File, os.FileInfo, error) {
-	return blob.OpenRegular(name)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/explodefs/explodefs/explode/blob"
 	"github.com/explodefs/explodefs/explode/blob/ocilayout"
 	"github.com/explodefs/explodefs/explode/source"
 )
@@ -246,7 +247,7 @@ const maxIndexJSON = 16 << 20
 // readIndexJSON reads a layout's index.json, refusing what is not a
 // regular file (a FIFO would block the source) or is too large.
 func readIndexJSON(name string) ([]byte, error) {
-	f, fi, err := ocilayout.OpenRegular(name)
+	f, fi, err := blob.OpenRegular(name)
 	if err != nil {
 		return nil, err
 	}
