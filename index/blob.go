@@ -30,3 +30,19 @@ type BlobOpenerFunc func(ctx context.Context, layer digest.Digest) (Blob, error)
 func (f BlobOpenerFunc) OpenLayer(ctx context.Context, layer digest.Digest) (Blob, error) {
 	return f(ctx, layer)
 }
+
+// ReadSizer is implemented by blobs for which each read costs a round
+// trip, such as a registry's over HTTP: the lazy reader then fetches
+// compressed input in pieces of ReadSize bytes rather than 64 KiB, so a
+// cold read usually costs one request.
+type ReadSizer interface {
+	ReadSize() int
+}
+
+// readSizeOf returns b's preferred read size, or 0 for the default.
+func readSizeOf(b io.ReaderAt) int {
+	if rs, ok := b.(ReadSizer); ok {
+		return rs.ReadSize()
+	}
+	return 0
+}

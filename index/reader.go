@@ -448,5 +448,5 @@ func (r *Reader) gzipStream(ctx context.Context, layer digest.Digest, l *openLay
 			return nil, fmt.Errorf("unpacking window: %w", err)
 		}
 	}
-	return zran.NewReader(l.data, l.size, zran.Checkpoint{Out: sp.Out, In: sp.In, Bits: sp.Bits, MemberStart: sp.MemberStart, Window: window})
+	return zran.NewReaderSize(l.data, l.size, zran.Checkpoint{Out: sp.Out, In: sp.In, Bits: sp.Bits, MemberStart: sp.MemberStart, Window: window}, readSizeOf(l.data))
 }

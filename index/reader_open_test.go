@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -233,5 +234,50 @@ func TestReaderRejectsChangedBlob(t *testing.T) {
 	defer mu.Unlock()
 	if len(reported) != 1 || reported[0] != d {
 		t.Errorf("OnCorrupt heard %v; want %s once", reported, d)
+	}
+}
+
+// sizedBlob is a blob that asks for reads of a given size, as a registry's
+// does, and records the reads it gets.
+type sizedBlob struct {
+	index.Blob
+	size  int
+	mu    sync.Mutex
+	reads []int
+}
+
+func (b *sizedBlob) ReadSize() int { return b.size }
+
+func (b *sizedBlob) ReadAt(p []byte, off int64) (int, error) {
+	b.mu.Lock()
+	b.reads = append(b.reads, len(p))
+	b.mu.Unlock()
+	return b.Blob.ReadAt(p, off)
+}
+
+// A blob that prefers big reads gets its compressed input in pieces of
+// that size, so a cold read costs one round trip.
+func TestReaderHonoursReadSize(t *testing.T) {
+	raw := buildTar(t, []tarFile{{hdr: tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644}, data: textish(5, 4_000_000)}})
+	blobBytes := compress(t, gzipOne, raw)
+	store := memstore.New()
+	d, _, err := indexBytes(t, store, blobBytes, index.PassOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &sizedBlob{Blob: indextest.MemBlob(blobBytes), size: 256 << 10}
+	r := index.NewReader(store, index.BlobOpenerFunc(func(context.Context, digest.Digest) (index.Blob, error) { return b, nil }), index.ReaderOptions{})
+	defer r.Close()
+	buf := make([]byte, 4096)
+	if _, err := r.ReadAt(context.Background(), d, buf, 2_500_000); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, raw[2_500_000:2_504_096]) {
+		t.Fatal("wrong bytes")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if slices.Max(b.reads) != 256<<10 {
+		t.Errorf("reads of %v bytes; want pieces of 256 KiB", b.reads)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"strings"
 
+	"github.com/explodefs/explodefs/index"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -62,7 +63,18 @@ type memberBlob struct {
 	member int
 }
 
-var _ Versioned = (*memberBlob)(nil)
+var (
+	_ Versioned       = (*memberBlob)(nil)
+	_ index.ReadSizer = (*memberBlob)(nil)
+)
+
+// ReadSize passes on the member blob's preferred read size.
+func (b *memberBlob) ReadSize() int {
+	if rs, ok := b.Blob.(index.ReadSizer); ok {
+		return rs.ReadSize()
+	}
+	return 0
+}
 
 func (b *memberBlob) Version() string {
 	v := VersionOf(b.Blob)

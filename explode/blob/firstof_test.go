@@ -1,6 +1,7 @@
 package blob_test
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/explodefs/explodefs/explode/blob/blobtest"
 	"github.com/explodefs/explodefs/explode/blob/distribution"
 	"github.com/explodefs/explodefs/explode/blob/ocilayout"
+	"github.com/explodefs/explodefs/index"
 )
 
 func layoutWith(t *testing.T, blobs ...[]byte) *ocilayout.Source {
@@ -111,5 +113,32 @@ func TestFirstOfString(t *testing.T) {
 	}
 	if got, want := blob.FirstOf(a, b).String(), "first-of(file:///a, file:///b)"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
+
+// sizedReader is a blob with a preferred read size.
+type sizedReader struct{ blob.Blob }
+
+func (sizedReader) ReadSize() int { return 12345 }
+
+// fixedSource opens the same blob for every digest.
+type fixedSource struct {
+	name string
+	b    blob.Blob
+}
+
+func (s fixedSource) Open(context.Context, digest.Digest) (blob.Blob, error) { return s.b, nil }
+func (s fixedSource) String() string                                         { return s.name }
+
+// A member's preferred read size passes through FirstOf, so the lazy
+// reader still fetches a registry's blobs in big pieces.
+func TestFirstOfPassesReadSize(t *testing.T) {
+	src := blob.FirstOf(fixedSource{name: "sized", b: sizedReader{}})
+	b, err := src.Open(context.Background(), digest.FromString("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs, ok := b.(index.ReadSizer); !ok || rs.ReadSize() != 12345 {
+		t.Errorf("FirstOf's blob does not pass on the read size: %T", b)
 	}
 }

@@ -8,8 +8,12 @@ import (
 
 // readerInputSize bounds how much compressed data one ReadAt fetches; a
 // random read usually inflates well under a span, so bigger buffers would
-// mostly fetch bytes nobody needs.
+// mostly fetch bytes nobody needs from a local file.
 const readerInputSize = 64 << 10
+
+// maxReaderInputSize bounds what NewReaderSize accepts: the buffer lives
+// as long as the reader.
+const maxReaderInputSize = 1 << 20
 
 // readerOutputSize is the buffer for reads smaller than directReadMin, such as
 // the ones io.CopyN(io.Discard, ...) makes to skip from a checkpoint to the
@@ -31,6 +35,15 @@ const gzipTrailerSize = 8
 // verify the output themselves. It never loops forever on garbage: each
 // step consumes input, produces output or fails. Close frees the zlib state.
 func NewReader(blob io.ReaderAt, blobSize int64, c Checkpoint) (io.ReadCloser, error) {
+	return NewReaderSize(blob, blobSize, c, readerInputSize)
+}
+
+// NewReaderSize is NewReader with compressed input fetched inputSize
+// bytes at a time (64 KiB to 1 MiB). Blobs for which every read costs a
+// round trip (a registry over HTTP) want the bigger pieces: one read then
+// usually holds all the input a random read inflates.
+func NewReaderSize(blob io.ReaderAt, blobSize int64, c Checkpoint, inputSize int) (io.ReadCloser, error) {
+	inputSize = min(max(inputSize, readerInputSize), maxReaderInputSize)
 	switch {
 	case c.Out < 0 || c.In < 0 || c.In > blobSize:
 		return nil, fmt.Errorf("zran: checkpoint at compressed offset %d is outside the %d byte blob", c.In, blobSize)
@@ -48,32 +61,35 @@ func NewReader(blob io.ReaderAt, blobSize int64, c Checkpoint) (io.ReadCloser, e
 		// headers, so buffering would only add a copy.
 		rb: readBuf{size: readerOutputSize, direct: 4 << 10}}
 	if c.MemberStart {
-		z, err := newZstream(readerInputSize, wbitsGzip)
+		z, err := newZstream(inputSize, wbitsGzip)
 		if err != nil {
 			return nil, err
 		}
 		r.z, r.state = z, stateBetween
 		return r, nil
 	}
-	z, err := newZstream(readerInputSize, wbitsRaw)
+	z, err := newZstream(inputSize, wbitsRaw)
 	if err != nil {
 		return nil, err
 	}
 	r.z, r.state, r.raw = z, stateMember, true
 	if c.Bits != 0 {
-		var b [1]byte
-		// ReaderAt may report io.EOF along with the blob's last byte.
-		if n, err := blob.ReadAt(b[:], c.In-1); n != 1 {
+		// The checkpoint's pending bits are in the byte before c.In. It
+		// is fetched with the first input rather than on its own: for a
+		// blob read over HTTP every read is a round trip.
+		r.pos = c.In - 1
+		if err := r.fill(); err != nil {
 			z.free()
-			if err == nil {
-				err = io.ErrUnexpectedEOF
-			}
 			return nil, fmt.Errorf("zran: reading checkpoint byte at compressed offset %d: %w", c.In-1, err)
 		}
-		if err := z.prime(int(c.Bits), b[0]>>(8-c.Bits)); err != nil {
+		if err := z.prime(int(c.Bits), z.in[0]>>(8-c.Bits)); err != nil {
 			z.free()
 			return nil, fmt.Errorf("%w at compressed offset %d", err, c.In)
 		}
+		// Drop the byte from the input: inflate starts at c.In.
+		copy(z.in, z.in[1:r.inLen])
+		r.inPos, r.inLen = c.In, r.inLen-1
+		z.setInput(r.inLen)
 	}
 	if len(c.Window) > 0 {
 		if err := z.setDictionary(c.Window); err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/explodefs/explodefs/index"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -34,6 +35,17 @@ type remoteBlob struct {
 }
 
 func (b *remoteBlob) Size() int64 { return b.size }
+
+// remoteReadSize is how much compressed input the lazy reader asks for at
+// once: a request costs the registry a few milliseconds whatever its size,
+// and 256 KiB usually holds all that a cold random read inflates from its
+// checkpoint, so it costs one request rather than a request and a stream.
+const remoteReadSize = 256 << 10
+
+var _ index.ReadSizer = (*remoteBlob)(nil)
+
+// ReadSize implements index.ReadSizer.
+func (b *remoteBlob) ReadSize() int { return remoteReadSize }
 
 // Close cancels the reads in flight and closes parked streams; later
 // reads fail with os.ErrClosed.
