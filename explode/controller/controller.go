@@ -100,6 +100,8 @@ type Controller struct {
 	wake       chan struct{}
 	flights    map[digest.Digest]*layerFlight
 	synced     bool
+	// settle returns freed memory to the OS once the work is done.
+	settle *time.Timer
 }
 
 type streamState struct {
