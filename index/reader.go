@@ -7,12 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/flate"
@@ -338,7 +336,7 @@ func (r *Reader) openLayer(ctx context.Context, layer digest.Digest) (*openLayer
 	}
 	l := &openLayer{info: info, spans: spans}
 	if info.Compression == ZstdCache {
-		f, err := openRegular(CachePath(r.cacheDir, layer))
+		f, _, err := OpenRegular(CachePath(r.cacheDir, layer))
 		if err != nil {
 			return nil, &LayerError{Layer: layer, Err: fmt.Errorf("opening decompressed cache: %w", err)}
 		}
@@ -393,25 +391,6 @@ func (r *Reader) noteCorrupt(layer digest.Digest, err error) {
 	if r.opts.OnCorrupt != nil && (errors.Is(err, ErrCorrupt) || errors.Is(err, ErrSpanCorrupt)) {
 		r.opts.OnCorrupt(layer, err)
 	}
-}
-
-// openRegular opens a file for reading and refuses anything but a regular
-// file; O_NONBLOCK keeps the open of a FIFO from waiting for a writer.
-func openRegular(name string) (*os.File, error) {
-	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("%s is not a regular file (%s)", name, fi.Mode().Type())
-	}
-	return f, nil
 }
 
 // openSpan starts inflating span i: at its checkpoint for gzip, at its

@@ -48,7 +48,6 @@ type Source interface {
 // failure of the bytes, they say nothing about the blob.
 var ErrUnavailable = errors.New("the source is unavailable")
 
-// ErrNotRegular reports a blob path that is not a regular file. Such a
-// blob is refused rather than read, because reading a FIFO or a device
-// could block a worker forever.
-var ErrNotRegular = errors.New("not a regular file")
+// ErrNotRegular reports a blob path that is not a regular file (a FIFO,
+// a directory); it is index.ErrNotRegular.
+var ErrNotRegular = index.ErrNotRegular

@@ -4,33 +4,16 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+
+	"github.com/explodefs/explodefs/index"
 )
 
-// OpenRegular opens a file for reading and refuses anything but a regular
-// file with ErrNotRegular. The open itself does not block: opening a FIFO
-// for reading would otherwise wait for a writer that never comes.
-func OpenRegular(name string) (*os.File, os.FileInfo, error) {
-	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, nil, fmt.Errorf("%s: %w (%s)", name, ErrNotRegular, fi.Mode().Type())
-	}
-	return f, fi, nil
-}
-
-// OpenFile opens a blob stored as a file of its own, as OpenRegular does.
+// OpenFile opens a blob stored as a file of its own, as index.OpenRegular
+// does.
 // The blob is Versioned by the file's identity, size and modification
 // time, so that a copy rewritten in place or replaced counts as new.
 func OpenFile(name string) (Blob, error) {
-	f, fi, err := OpenRegular(name)
+	f, fi, err := index.OpenRegular(name)
 	if err != nil {
 		return nil, err
 	}

@@ -230,10 +230,10 @@ func (c *Controller) StreamChanged(st source.Stream) {
 			c.enqueue(d)
 		}
 	}
-	changed := c.syncRefs(key, ss)
 	c.syncSkipped(key, st.Skipped)
-	changed = append(changed, c.publish(ss)...)
-	c.forgetUnreferenced(changed)
+	// publish records what the stream references now, against what it
+	// referenced before this change.
+	c.forgetUnreferenced(c.publish(ss))
 	c.releaseMovedLayers(before)
 }
 

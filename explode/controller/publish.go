@@ -3,7 +3,6 @@ package controller
 import (
 	"github.com/opencontainers/go-digest"
 
-	"github.com/explodefs/explodefs/explode/status"
 	"github.com/explodefs/explodefs/index"
 )
 
@@ -34,21 +33,23 @@ func (c *Controller) publish(ss *streamState) []digest.Digest {
 		}
 	}
 	ss.shown = tags
+	refs := c.referenced(ss)
 	views := map[digest.Digest]*index.View{}
-	for _, d := range c.referenced(ss) {
+	for _, d := range refs {
 		if c.ready(d) {
 			views[d] = c.images[d].view
 		}
 	}
 	c.pub.SetStream(ss.src.Namespace, ss.src.Name, tags, views)
-	return c.syncRefs(ss.src.Key(), ss)
+	return c.syncRefs(ss.src.Key(), refs)
 }
 
-// ready reports whether image d can be shown: it was merged, and its view
-// is still good (a ready image being refreshed after damage stays shown).
+// ready reports whether image d can be shown: it has a merged view. A
+// ready image being refreshed after damage keeps its view, and stays
+// shown; a failed one has none.
 func (c *Controller) ready(d digest.Digest) bool {
 	img, ok := c.images[d]
-	return ok && img.view != nil && img.state != status.Failed
+	return ok && img.view != nil
 }
 
 // publishHolders publishes every stream that references image d and

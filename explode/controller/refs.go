@@ -45,17 +45,11 @@ func removeFrom[K, V comparable](m map[K]map[V]bool, k K, v V) {
 	}
 }
 
-// syncRefs records what stream ss references now and returns the images
-// whose set of referring streams changed.
-func (c *Controller) syncRefs(key string, ss *streamState) []digest.Digest {
-	var now []digest.Digest
-	if ss != nil {
-		now = c.referenced(ss)
-	}
-	var old []digest.Digest
-	if prev := c.streamRefs[key]; prev != nil {
-		old = prev
-	}
+// syncRefs records that stream key references the images now (none when
+// the stream is gone) and returns the images whose set of referring
+// streams changed.
+func (c *Controller) syncRefs(key string, now []digest.Digest) []digest.Digest {
+	old := c.streamRefs[key]
 	changed := map[digest.Digest]bool{}
 	for _, d := range old {
 		if !slices.Contains(now, d) {
@@ -69,7 +63,7 @@ func (c *Controller) syncRefs(key string, ss *streamState) []digest.Digest {
 			changed[d] = true
 		}
 	}
-	if ss == nil {
+	if len(now) == 0 {
 		delete(c.streamRefs, key)
 	} else {
 		c.streamRefs[key] = now

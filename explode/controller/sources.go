@@ -45,11 +45,8 @@ func (c *Controller) layerSources(layer digest.Digest) []blob.Source {
 			}
 		}
 	}
-	var out []blob.Source
-	for _, src := range append(good, bad...) {
-		out = appendNew(out, src)
-	}
-	return out
+	// A source is good or bad for the layer, never both.
+	return append(good, bad...)
 }
 
 // layerSourceNamesOf maps the layers of the given images to the names of

@@ -22,9 +22,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/explodefs/explodefs/explode/blob"
 	"github.com/explodefs/explodefs/explode/blob/ocilayout"
 	"github.com/explodefs/explodefs/explode/source"
+	"github.com/explodefs/explodefs/index"
 )
 
 // Source watches a directory of OCI layouts.
@@ -247,7 +247,7 @@ const maxIndexJSON = 16 << 20
 // readIndexJSON reads a layout's index.json, refusing what is not a
 // regular file (a FIFO would block the source) or is too large.
 func readIndexJSON(name string) ([]byte, error) {
-	f, fi, err := blob.OpenRegular(name)
+	f, fi, err := index.OpenRegular(name)
 	if err != nil {
 		return nil, err
 	}
