@@ -3,6 +3,7 @@ package index
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -94,9 +95,73 @@ type Store interface {
 	// NewLayerWriter starts recording a layer, discarding whatever an
 	// earlier, unfinished pass left for it.
 	NewLayerWriter(ctx context.Context, layer digest.Digest) (LayerWriter, error)
-	// DeleteLayer removes a layer and everything recorded for it.
+	// DeleteLayer removes a layer and everything recorded for it,
+	// including its content objects.
 	DeleteLayer(ctx context.Context, layer digest.Digest) error
+
+	// ContentObjects calls fn for every content object recorded for a
+	// layer's entries, in (Offset, Meta) order. A layer with none
+	// recorded yields nothing and no error.
+	ContentObjects(ctx context.Context, layer digest.Digest, fn func(ContentObject) error) error
+	// ContentObject returns the object recorded for one entry of a
+	// layer, or ErrNotFound.
+	ContentObject(ctx context.Context, layer digest.Digest, offset int64, meta uint64) (ObjectID, error)
+	// PutContentObjects records objects for a layer's entries, replacing
+	// those with the same (Offset, Meta).
+	PutContentObjects(ctx context.Context, layer digest.Digest, objs []ContentObject) error
+
+	// Materialization returns the recorded materialization of an image,
+	// or ErrNotFound.
+	Materialization(ctx context.Context, image digest.Digest) (Materialization, error)
+	// PutMaterialization records an image's materialization, durably
+	// before it returns.
+	PutMaterialization(ctx context.Context, image digest.Digest, m Materialization) error
+	// DeleteMaterialization forgets an image's materialization; it is
+	// not an error if there is none.
+	DeleteMaterialization(ctx context.Context, image digest.Digest) error
+	// Materializations calls fn for every recorded image, in digest order.
+	Materializations(ctx context.Context, fn func(image digest.Digest, m Materialization) error) error
+
 	Close() error
+}
+
+// ObjectID is the checksum of a content-addressed object (an OSTree file
+// object's sha256).
+type ObjectID [32]byte
+
+// ContentObject records that the regular file whose data starts at Offset
+// in a layer's uncompressed stream is held by object ID, written with the
+// metadata that Meta fingerprints. An OSTree file object's identity covers
+// owner, mode and xattrs as well as the bytes, so the same entry shown
+// with other metadata (which a merged view does not do today, but a
+// materializer must not assume) is a different object.
+type ContentObject struct {
+	Offset int64
+	Meta   uint64
+	ID     ObjectID
+}
+
+// MaterialState is where an image's materialization stands.
+type MaterialState string
+
+// The states of a materialization. Running is recorded before any object
+// is written, so a crash leaves it behind and a restart knows to redo it.
+const (
+	MaterialPending MaterialState = "pending"
+	MaterialRunning MaterialState = "running"
+	MaterialDone    MaterialState = "done"
+	MaterialFailed  MaterialState = "failed"
+)
+
+// Materialization is what the daemon records about writing an image out
+// in full (an OSTree commit).
+type Materialization struct {
+	State MaterialState `json:"state"`
+	// Commit is the commit checksum once State is MaterialDone.
+	Commit string `json:"commit,omitempty"`
+	// Reason says why State is MaterialFailed.
+	Reason  string    `json:"reason,omitempty"`
+	Updated time.Time `json:"updated"`
 }
 
 // LayerWriter records one layer pass. Entries and spans must be added in
