@@ -1,0 +1,372 @@
+package libostree
+
+/*
+#include <stdlib.h>
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+	"unsafe"
+)
+
+// FileMeta is what OSTree records of a file besides its bytes.
+type FileMeta struct {
+	UID, GID uint32
+	// Mode is the full st_mode: type bits and permission bits.
+	Mode   uint32
+	Xattrs []Xattr
+}
+
+// Xattr is one extended attribute.
+type Xattr struct {
+	Name  string
+	Value []byte
+}
+
+// Txn is a repository transaction: objects written in it become durable,
+// and its refs move, only when Commit succeeds. Abort (or a crash) leaves
+// no ref behind.
+type Txn struct {
+	repo *Repo
+	done bool
+}
+
+// ErrTxnDone is returned by calls on a committed or aborted Txn.
+var ErrTxnDone = errors.New("ostree transaction already finished")
+
+// Begin starts a transaction. A Repo has at most one at a time.
+func (r *Repo) Begin() (*Txn, error) {
+	err := r.call(func() error {
+		if r.inTxn {
+			return errors.New("a transaction is already open")
+		}
+		var cerr *C.char
+		if C.ex_txn_begin(r.ptr, &cerr) == 0 {
+			return takeError(cerr)
+		}
+		r.inTxn = true
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting a transaction in %s: %w", r.path, err)
+	}
+	return &Txn{repo: r}, nil
+}
+
+// TxnStats counts what a transaction wrote.
+type TxnStats struct {
+	Objects uint64
+	Bytes   uint64
+}
+
+// Commit makes the transaction's objects and refs durable.
+func (t *Txn) Commit() (TxnStats, error) {
+	var objects, bytes C.guint64
+	err := t.finish(func() error {
+		var cerr *C.char
+		if C.ex_txn_commit(t.repo.ptr, &objects, &bytes, &cerr) == 0 {
+			return takeError(cerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return TxnStats{}, fmt.Errorf("committing transaction in %s: %w", t.repo.path, err)
+	}
+	return TxnStats{Objects: uint64(objects), Bytes: uint64(bytes)}, nil
+}
+
+// Abort discards the transaction. It is safe after Commit.
+func (t *Txn) Abort() error {
+	if t.done {
+		return nil
+	}
+	err := t.finish(func() error {
+		var cerr *C.char
+		if C.ex_txn_abort(t.repo.ptr, &cerr) == 0 {
+			return takeError(cerr)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrClosed) {
+		return fmt.Errorf("aborting transaction in %s: %w", t.repo.path, err)
+	}
+	return nil
+}
+
+func (t *Txn) finish(f func() error) error {
+	if t.done {
+		return ErrTxnDone
+	}
+	t.done = true
+	return t.repo.call(func() error {
+		// Even a failed commit or abort leaves libostree with no
+		// transaction open.
+		defer func() { t.repo.inTxn = false }()
+		return f()
+	})
+}
+
+// SetRef points ref at commit when the transaction commits.
+func (t *Txn) SetRef(ref string, commit Checksum) error {
+	if t.done {
+		return ErrTxnDone
+	}
+	return t.repo.call(func() error {
+		cref := C.CString(ref)
+		defer C.free(unsafe.Pointer(cref))
+		csum := C.CString(commit.String())
+		defer C.free(unsafe.Pointer(csum))
+		C.ex_txn_set_ref(t.repo.ptr, cref, csum)
+		return nil
+	})
+}
+
+// inlineMax is the size up to which a file's bytes are handed over in one
+// call rather than streamed.
+const inlineMax = 256 << 10
+
+// chunkSize is how much of a large file is read and written at a time.
+const chunkSize = 1 << 20
+
+// WriteFile writes a regular file of size bytes read from src and returns
+// its object checksum. src must yield exactly size bytes.
+func (t *Txn) WriteFile(meta FileMeta, size int64, src io.Reader) (Checksum, error) {
+	if t.done {
+		return Checksum{}, ErrTxnDone
+	}
+	if size < 0 {
+		return Checksum{}, fmt.Errorf("writing file object: negative size %d", size)
+	}
+	if size <= inlineMax {
+		return t.writeInline(meta, size, src)
+	}
+	return t.writeStream(meta, size, src)
+}
+
+func (t *Txn) writeInline(meta FileMeta, size int64, src io.Reader) (Checksum, error) {
+	buf := make([]byte, size)
+	if _, err := io.ReadFull(src, buf); err != nil {
+		return Checksum{}, fmt.Errorf("reading %d bytes of file content: %w", size, err)
+	}
+	var out [65]byte
+	err := t.repo.call(func() error {
+		xattrs := newXattrs(meta.Xattrs)
+		defer C.ex_variant_unref(xattrs)
+		var p *C.guint8
+		if len(buf) > 0 {
+			p = (*C.guint8)(unsafe.Pointer(&buf[0]))
+		}
+		var cerr *C.char
+		if C.ex_write_regfile_inline(t.repo.ptr, C.guint32(meta.UID), C.guint32(meta.GID), C.guint32(meta.Mode),
+			xattrs, p, C.gsize(len(buf)), outPtr(&out), &cerr) == 0 {
+			return takeError(cerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return Checksum{}, fmt.Errorf("writing file object of %d bytes: %w", size, err)
+	}
+	return checksumOut(&out)
+}
+
+func (t *Txn) writeStream(meta FileMeta, size int64, src io.Reader) (sum Checksum, err error) {
+	var w *C.OstreeContentWriter
+	err = t.repo.call(func() error {
+		xattrs := newXattrs(meta.Xattrs)
+		defer C.ex_variant_unref(xattrs)
+		var cerr *C.char
+		w = C.ex_regfile_begin(t.repo.ptr, C.guint32(meta.UID), C.guint32(meta.GID), C.guint32(meta.Mode),
+			C.guint64(size), xattrs, &cerr)
+		if w == nil {
+			return takeError(cerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return sum, fmt.Errorf("starting file object of %d bytes: %w", size, err)
+	}
+	finished := false
+	defer func() {
+		if !finished {
+			// The repo may be closing; then it frees nothing more.
+			_ = t.repo.call(func() error { C.ex_regfile_cancel(w); return nil })
+		}
+	}()
+	buf := make([]byte, min(size, chunkSize))
+	for left := size; left > 0; {
+		n, rerr := io.ReadFull(src, buf[:min(left, int64(len(buf)))])
+		if rerr != nil {
+			return sum, fmt.Errorf("reading file content at %d of %d bytes: %w", size-left, size, rerr)
+		}
+		err := t.repo.call(func() error {
+			var cerr *C.char
+			if C.ex_regfile_write(w, (*C.guint8)(unsafe.Pointer(&buf[0])), C.gsize(n), &cerr) == 0 {
+				return takeError(cerr)
+			}
+			return nil
+		})
+		if err != nil {
+			return sum, fmt.Errorf("writing file object at %d of %d bytes: %w", size-left, size, err)
+		}
+		left -= int64(n)
+	}
+	var out [65]byte
+	err = t.repo.call(func() error {
+		finished = true
+		var cerr *C.char
+		if C.ex_regfile_finish(w, outPtr(&out), &cerr) == 0 {
+			return takeError(cerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return sum, fmt.Errorf("finishing file object of %d bytes: %w", size, err)
+	}
+	return checksumOut(&out)
+}
+
+// WriteSymlink writes a symbolic link object.
+func (t *Txn) WriteSymlink(meta FileMeta, target string) (Checksum, error) {
+	if t.done {
+		return Checksum{}, ErrTxnDone
+	}
+	var out [65]byte
+	err := t.repo.call(func() error {
+		xattrs := newXattrs(meta.Xattrs)
+		defer C.ex_variant_unref(xattrs)
+		ctarget := C.CString(target)
+		defer C.free(unsafe.Pointer(ctarget))
+		var cerr *C.char
+		if C.ex_write_symlink(t.repo.ptr, C.guint32(meta.UID), C.guint32(meta.GID), xattrs, ctarget,
+			outPtr(&out), &cerr) == 0 {
+			return takeError(cerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return Checksum{}, fmt.Errorf("writing symlink object to %q: %w", target, err)
+	}
+	return checksumOut(&out)
+}
+
+// WriteDirMeta writes a directory's metadata object.
+func (t *Txn) WriteDirMeta(meta FileMeta) (Checksum, error) {
+	if t.done {
+		return Checksum{}, ErrTxnDone
+	}
+	var out [65]byte
+	err := t.repo.call(func() error {
+		xattrs := newXattrs(meta.Xattrs)
+		defer C.ex_variant_unref(xattrs)
+		var cerr *C.char
+		if C.ex_write_dirmeta(t.repo.ptr, C.guint32(meta.UID), C.guint32(meta.GID), C.guint32(meta.Mode),
+			xattrs, outPtr(&out), &cerr) == 0 {
+			return takeError(cerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return Checksum{}, fmt.Errorf("writing directory metadata object: %w", err)
+	}
+	return checksumOut(&out)
+}
+
+// Metadata is a commit's metadata: each value a string or a []string.
+type Metadata map[string]any
+
+// CommitTree writes root's tree objects and a commit of them with subject,
+// metadata and timestamp, and returns the commit checksum.
+func (t *Txn) CommitTree(root *Tree, subject string, meta Metadata, when time.Time) (Checksum, error) {
+	if t.done {
+		return Checksum{}, ErrTxnDone
+	}
+	if root.parent != nil {
+		return Checksum{}, errors.New("committing a tree: not a root tree")
+	}
+	for _, k := range slices.Sorted(mapsKeys(meta)) {
+		switch v := meta[k].(type) {
+		case string:
+		case []string:
+			for _, s := range v {
+				if strings.ContainsRune(s, 0) {
+					return Checksum{}, fmt.Errorf("commit metadata %s: value contains NUL", k)
+				}
+			}
+		default:
+			return Checksum{}, fmt.Errorf("commit metadata %s: unsupported type %T", k, v)
+		}
+	}
+	var out [65]byte
+	err := t.repo.call(func() error {
+		b := C.ex_meta_new()
+		for _, k := range slices.Sorted(mapsKeys(meta)) {
+			ck := C.CString(k)
+			switch v := meta[k].(type) {
+			case string:
+				cv := C.CString(v)
+				C.ex_meta_string(b, ck, cv)
+				C.free(unsafe.Pointer(cv))
+			case []string:
+				joined := C.CString(strings.Join(v, "\x00") + "\x00")
+				C.ex_meta_strv(b, ck, C.int(len(v)), joined)
+				C.free(unsafe.Pointer(joined))
+			}
+			C.free(unsafe.Pointer(ck))
+		}
+		csubject := C.CString(subject)
+		defer C.free(unsafe.Pointer(csubject))
+		var cerr *C.char
+		// ex_write_commit consumes the builder.
+		if C.ex_write_commit(t.repo.ptr, root.ptr, csubject, b, C.guint64(when.Unix()), outPtr(&out), &cerr) == 0 {
+			return takeError(cerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return Checksum{}, fmt.Errorf("writing commit %q: %w", subject, err)
+	}
+	return checksumOut(&out)
+}
+
+func mapsKeys(m Metadata) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// newXattrs builds the GVariant of a set of xattrs, sorted by name as
+// OSTree reads them from disk, or nil for none. The caller unrefs it.
+func newXattrs(xs []Xattr) *C.GVariant {
+	if len(xs) == 0 {
+		return nil
+	}
+	xs = slices.SortedFunc(slices.Values(xs), func(a, b Xattr) int { return strings.Compare(a.Name, b.Name) })
+	var names strings.Builder
+	var values []byte
+	lens := make([]C.gsize, len(xs))
+	for i, x := range xs {
+		names.WriteString(x.Name)
+		names.WriteByte(0)
+		values = append(values, x.Value...)
+		lens[i] = C.gsize(len(x.Value))
+	}
+	cnames := C.CString(names.String())
+	defer C.free(unsafe.Pointer(cnames))
+	cvalues := C.CBytes(append(values, 0))
+	defer C.free(cvalues)
+	clens := C.malloc(C.size_t(len(lens)) * C.size_t(unsafe.Sizeof(C.gsize(0))))
+	defer C.free(clens)
+	copy(unsafe.Slice((*C.gsize)(clens), len(lens)), lens)
+	return C.ex_xattrs_new(C.int(len(xs)), cnames, (*C.guint8)(cvalues), (*C.gsize)(clens))
+}
