@@ -37,6 +37,7 @@ type Reader struct {
 	opts     ReaderOptions
 	// prefetching bounds background span inflation.
 	prefetching chan struct{}
+	foreground  foregroundReads
 
 	mu     sync.Mutex
 	layers map[digest.Digest]*layerSlot
@@ -168,6 +169,10 @@ func (s *layerSlot) release() error {
 // ReadAt reads len(p) bytes of layer's uncompressed stream at off. It
 // returns io.EOF only when off+len(p) passes the end of the stream.
 func (r *Reader) ReadAt(ctx context.Context, layer digest.Digest, p []byte, off int64) (int, error) {
+	if !isBackground(ctx) {
+		r.foreground.begin()
+		defer r.foreground.end()
+	}
 	l, err := r.open(ctx, layer)
 	if err != nil {
 		return 0, err

@@ -41,7 +41,7 @@ func (c *Controller) process(ctx context.Context, d digest.Digest) (*index.View,
 	}
 	c.mu.Unlock()
 	c.status.UpdateImage(d, func(s *status.Image) {
-		s.Manifest, s.Layers, s.BytesTotal = img.Manifest, layers, total
+		s.Manifest, s.Config, s.Layers, s.BytesTotal = img.Manifest, img.Config, layers, total
 	})
 
 	if err := c.ensureLayers(ctx, img.Layers); err != nil {

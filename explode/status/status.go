@@ -45,6 +45,7 @@ type Layer struct {
 type Image struct {
 	Digest     digest.Digest   `json:"digest"`
 	Manifest   digest.Digest   `json:"manifest,omitempty"`
+	Config     digest.Digest   `json:"config,omitempty"`
 	Refs       []string        `json:"refs"`
 	State      State           `json:"state"`
 	Layers     []digest.Digest `json:"layers,omitempty"`
@@ -61,6 +62,24 @@ type Image struct {
 	NextRetry time.Time `json:"nextRetry,omitzero"`
 	Started   time.Time `json:"started,omitzero"`
 	Finished  time.Time `json:"finished,omitzero"`
+	// Materialized is the state of the image's OSTree commit, when a
+	// materializer runs.
+	Materialized *Materialization `json:"materialized,omitempty"`
+}
+
+// Materialization is the progress of writing an image out as an OSTree
+// commit.
+type Materialization struct {
+	// State is pending, running, done or failed.
+	State      string    `json:"state"`
+	Commit     string    `json:"commit,omitempty"`
+	FilesDone  int64     `json:"filesDone"`
+	FilesTotal int64     `json:"filesTotal"`
+	BytesDone  int64     `json:"bytesDone"`
+	BytesTotal int64     `json:"bytesTotal"`
+	Reason     string    `json:"reason,omitempty"`
+	Started    time.Time `json:"started,omitzero"`
+	Finished   time.Time `json:"finished,omitzero"`
 }
 
 // Stream is the status of an image stream whose state could not be read;
@@ -142,6 +161,27 @@ func (r *Registry) UpdateImage(d digest.Digest, fn func(*Image)) {
 	fn(img)
 }
 
+// Image returns a copy of one image's status, without its references.
+func (r *Registry) Image(d digest.Digest) (Image, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	img, ok := r.images[d]
+	if !ok {
+		return Image{}, false
+	}
+	return img.copy(), true
+}
+
+// SetMaterialization records the materialization of an image the registry
+// knows; an image it no longer knows (dropped meanwhile) is left alone.
+func (r *Registry) SetMaterialization(d digest.Digest, m Materialization) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if img, ok := r.images[d]; ok {
+		img.Materialized = &m
+	}
+}
+
 // RemoveImage forgets an image.
 func (r *Registry) RemoveImage(d digest.Digest) {
 	r.mu.Lock()
@@ -178,6 +218,18 @@ func (r *Registry) UpdateLayer(d digest.Digest, fn func(*Layer)) {
 	}
 }
 
+// copy returns img with slices and pointers of its own.
+func (img *Image) copy() Image {
+	out := *img
+	out.Refs = append([]string(nil), img.Refs...)
+	out.Layers = append([]digest.Digest(nil), img.Layers...)
+	if img.Materialized != nil {
+		m := *img.Materialized
+		out.Materialized = &m
+	}
+	return out
+}
+
 func (l *layerEntry) snapshot() Layer {
 	out := l.Layer
 	if l.progress != nil {
@@ -206,8 +258,7 @@ func (r *Registry) snapshot() (Report, func(digest.Digest) []string) {
 		rep.Layers = append(rep.Layers, l.snapshot())
 	}
 	for _, img := range r.images {
-		out := *img
-		out.Refs = append([]string(nil), img.Refs...)
+		out := img.copy()
 		sort.Strings(out.Refs)
 		if out.State == Indexing {
 			out.BytesDone = 0
