@@ -1,17 +1,27 @@
 // Package badgerstore is the durable index.Store, kept in an embedded
 // Badger database under the daemon's state directory.
 //
-// Keys are grouped by layer so that one prefix scan reads a layer back:
+// Keys are grouped by layer so that one prefix scan reads a layer back;
+// an image's materialization has a key of its own:
 //
-//	l<digest>             LayerInfo, written last: the completion marker
-//	e<digest>/<seq u32>   entry, in tar order
-//	s<digest>/<idx u32>   span, in stream order
-//	w<digest>/<idx u32>   span window (flate-compressed)
-//	v                     schema version of all of the above
+//	l<digest>                          LayerInfo, written last: the completion marker
+//	e<digest>/<seq u32>                entry, in tar order
+//	s<digest>/<idx u32>                span, in stream order
+//	w<digest>/<idx u32>                span window (flate-compressed)
+//	o<digest>/<offset u64><meta u64>   content object ID (32 bytes)
+//	m<image digest>                    Materialization, as JSON
+//	v                                  schema version of all of the above
+//
+// Integers are big-endian, so key order is numeric order: a layer's
+// content objects scan in (Offset, Meta) order, and materializations in
+// image digest order.
 //
 // A layer's marker is written only after its entries and spans are synced,
 // and it records their counts, which reads check, so a torn write after a
-// power loss is detected instead of served.
+// power loss is detected instead of served. Content objects are not
+// counted by the marker: they are recorded after the pass, by whoever
+// materializes the layer, and belong to the layer's digest whether or not
+// it is complete, so deleting or indexing the layer again drops them too.
 package badgerstore
 
 import (
@@ -286,13 +296,14 @@ func (s *Store) DeleteLayer(ctx context.Context, d digest.Digest) (err error) {
 	return s.deleteRecords(ctx, d)
 }
 
-// deleteRecords removes a layer's records with ordinary deletes, found by
-// a key-only scan. Badger's DropPrefix would be cheaper, but it blocks
-// every writer of the database while it runs, so the passes of all other
-// layers would fail with "Writes are blocked".
+// deleteRecords removes a layer's records, its content objects among
+// them, with ordinary deletes, found by a key-only scan. Badger's
+// DropPrefix would be cheaper, but it blocks every writer of the database
+// while it runs, so the passes of all other layers would fail with
+// "Writes are blocked".
 func (s *Store) deleteRecords(ctx context.Context, d digest.Digest) error {
 	wb := s.db.NewWriteBatch()
-	for _, kind := range []byte{'e', 's', 'w'} {
+	for _, kind := range []byte{'e', 's', 'w', 'o'} {
 		err := s.db.View(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: recordPrefix(kind, d)})
 			defer it.Close()

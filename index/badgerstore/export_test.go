@@ -34,3 +34,9 @@ func (s *Store) SetBeforeMarkerForTest(fn func(digest.Digest) error) { s.beforeM
 func WithBadgerOptionsForTest(fn func(*badger.Options)) Option {
 	return func(c *config) { fn(&c.badger) }
 }
+
+// SetKeyForTest writes v under a raw key, as damage to the database
+// would.
+func (s *Store) SetKeyForTest(key, v []byte) error {
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, v) })
+}

@@ -37,6 +37,22 @@ func Run(t *testing.T, newStore NewStore) {
 		{"CallbackErrorStops", testCallbackErrorStops},
 		{"CancelledContextStops", testCancelledContext},
 		{"WriterRefusesUseAfterCommit", testUseAfterCommit},
+		{"ContentObjectsRoundTrip", testContentObjectsRoundTrip},
+		{"ContentObjectsReplace", testContentObjectsReplace},
+		{"ContentObjectsKeepLayersApart", testContentObjectsLayersApart},
+		{"ContentObjectNotFound", testContentObjectNotFound},
+		{"ContentObjectsNegativeOffsetRefused", testContentObjectsNegativeOffset},
+		{"ContentObjectsNotAliased", testContentObjectsNotAliased},
+		{"ManyContentObjects", testManyContentObjects},
+		{"DeleteLayerDropsContentObjects", testDeleteLayerDropsContentObjects},
+		{"ReindexDropsContentObjects", testReindexDropsContentObjects},
+		{"ContentObjectsCallbackErrorStops", testContentObjectsCallbackError},
+		{"ContentObjectsCancelledContext", testContentObjectsCancelled},
+		{"MaterializationRoundTrip", testMaterializationRoundTrip},
+		{"MaterializationDelete", testMaterializationDelete},
+		{"MaterializationsInDigestOrder", testMaterializationsOrder},
+		{"MaterializationsCallbackErrorStops", testMaterializationsCallbackError},
+		{"MaterializationsCancelledContext", testMaterializationsCancelled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

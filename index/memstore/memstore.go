@@ -18,6 +18,10 @@ import (
 type Store struct {
 	mu     sync.RWMutex
 	layers map[digest.Digest]*layer
+	// objects belong to a layer's digest, not to a committed pass, as in
+	// the durable store: they may be recorded for a layer never indexed.
+	objects map[digest.Digest]map[objectKey]index.ObjectID
+	images  map[digest.Digest]index.Materialization
 }
 
 type layer struct {
@@ -30,7 +34,11 @@ var _ index.Store = (*Store)(nil)
 
 // New returns an empty Store.
 func New() *Store {
-	return &Store{layers: map[digest.Digest]*layer{}}
+	return &Store{
+		layers:  map[digest.Digest]*layer{},
+		objects: map[digest.Digest]map[objectKey]index.ObjectID{},
+		images:  map[digest.Digest]index.Materialization{},
+	}
 }
 
 func (s *Store) complete(d digest.Digest) (*layer, error) {
@@ -95,8 +103,13 @@ func (s *Store) SpanWindow(_ context.Context, d digest.Digest, i int) ([]byte, e
 	return l.spans[i].Window, nil
 }
 
-// NewLayerWriter implements index.Store.
+// NewLayerWriter implements index.Store. Like the durable store, it drops
+// the layer's content objects: they name entries of the pass being
+// replaced.
 func (s *Store) NewLayerWriter(_ context.Context, d digest.Digest) (index.LayerWriter, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.objects, d)
 	return &writer{store: s, digest: d}, nil
 }
 
@@ -105,6 +118,7 @@ func (s *Store) DeleteLayer(_ context.Context, d digest.Digest) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.layers, d)
+	delete(s.objects, d)
 	return nil
 }
 
