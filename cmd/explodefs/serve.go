@@ -26,6 +26,7 @@ import (
 	"github.com/explodefs/explodefs/explode/controller"
 	"github.com/explodefs/explodefs/explode/httpapi"
 	"github.com/explodefs/explodefs/explode/manifest"
+	"github.com/explodefs/explodefs/explode/ostree"
 	"github.com/explodefs/explodefs/explode/source"
 	"github.com/explodefs/explodefs/explode/source/ocidir"
 	"github.com/explodefs/explodefs/explode/status"
@@ -59,6 +60,9 @@ type serveConfig struct {
 	logFormat    string
 	fuseDebug    bool
 	pprof        bool
+	materialize  bool
+	ostreeRepo   string
+	pruneEvery   time.Duration
 	cluster      clusterConfig
 }
 
@@ -102,6 +106,10 @@ Every flag can also be set through the environment variable named in its help.`,
 	f.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&c.fuseDebug, "fuse-debug", false, "log every FUSE request")
 	f.BoolVar(&c.pprof, "pprof", false, "serve Go's /debug/pprof on the listener")
+	f.BoolVar(&c.materialize, "materialize", true, "write every image as an OSTree commit in the background, and serve reads of committed images by FUSE passthrough")
+	f.StringVar(&c.ostreeRepo, "ostree-repo", "", "the OSTree repository images are committed to (bare as root, bare-user otherwise); default <state-dir>/ostree")
+	legacyEnv(f, "ostree-repo", "OSTREE_REPO_PATH")
+	f.DurationVar(&c.pruneEvery, "prune-interval", ostree.DefaultPruneInterval, "how often refs of images no stream names are deleted and unreachable OSTree objects pruned; 0 disables (explodefs gc still works)")
 	addClusterFlags(f, &c.cluster)
 	bindEnv(f)
 	return cmd
@@ -184,6 +192,26 @@ func serve(parent context.Context, c serveConfig) error {
 	})
 	defer reader.Close()
 
+	reg := status.NewRegistry()
+	var mat *ostree.Materializer
+	if c.materialize {
+		repo := c.ostreeRepo
+		if repo == "" {
+			repo = filepath.Join(c.stateDir, "ostree")
+		}
+		prune := c.pruneEvery
+		if prune == 0 {
+			prune = -1
+		}
+		mat, err = ostree.New(store, reader, reg, ostree.Options{RepoPath: repo, PruneInterval: prune, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer mat.Close()
+		path, mode := mat.Repo()
+		log.Info("materializing images as OSTree commits", "repo", path, "mode", mode.String())
+	}
+
 	if c.allowSuid && c.allowOther {
 		log.Warn("--allow-suid with --allow-other lets any local user run the images' setuid binaries as their owners")
 	}
@@ -211,8 +239,11 @@ func serve(parent context.Context, c serveConfig) error {
 	defer unmount()
 	log.Info("mounted", "mountpoint", c.mountpoint, "source", c.source, "state", c.stateDir)
 
-	reg := status.NewRegistry()
-	ctrl = controller.New(store, reader, root, reg, controller.Options{
+	var pub controller.Publisher = root
+	if mat != nil {
+		pub = controller.Publishers{root, mat}
+	}
+	ctrl = controller.New(store, reader, pub, reg, controller.Options{
 		Platform:     platform,
 		ImageWorkers: c.imageWorkers,
 		LayerPasses:  c.layerPasses,
@@ -241,7 +272,7 @@ func serve(parent context.Context, c serveConfig) error {
 				return errors.New("the first scan of the source has not finished")
 			}
 			return nil
-		}, Profiling: c.pprof}), ReadHeaderTimeout: 10 * time.Second}
+		}, Profiling: c.pprof, GC: gcHook(mat)}), ReadHeaderTimeout: 10 * time.Second}
 		wg.Go(func() {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http listener: %w", err)
@@ -255,6 +286,10 @@ func serve(parent context.Context, c serveConfig) error {
 	var workers sync.WaitGroup
 	defer workers.Wait()
 	workers.Go(func() { ctrl.Run(ctx) })
+	if mat != nil {
+		mat.SetWants(ctrl)
+		workers.Go(func() { mat.Run(ctx) })
+	}
 	workers.Go(func() {
 		if err := src.Run(ctx, ctrl); err != nil {
 			errc <- fmt.Errorf("source %s: %w", c.source, err)
@@ -278,4 +313,12 @@ func serve(parent context.Context, c serveConfig) error {
 	stop()
 	unmount()
 	return err
+}
+
+// gcHook serves POST /gc when the materializer runs.
+func gcHook(mat *ostree.Materializer) func(context.Context) (any, error) {
+	if mat == nil {
+		return nil
+	}
+	return func(ctx context.Context) (any, error) { return mat.GC(ctx) }
 }

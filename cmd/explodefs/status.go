@@ -57,7 +57,7 @@ func newStatusCommand() *cobra.Command {
 
 func printReport(w io.Writer, rep status.Report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "IMAGE\tSTATE\tPROGRESS\tFILES\tREFS")
+	fmt.Fprintln(tw, "IMAGE\tSTATE\tPROGRESS\tFILES\tOSTREE\tREFS")
 	for _, img := range rep.Images {
 		refs := "-"
 		if len(img.Refs) > 0 {
@@ -66,8 +66,8 @@ func printReport(w io.Writer, rep status.Report) {
 				refs += fmt.Sprintf(" (+%d)", len(img.Refs)-1)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", short(img.Digest.String()), img.State,
-			progress(img.BytesDone, img.BytesTotal), img.Files, refs)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", short(img.Digest.String()), img.State,
+			progress(img.BytesDone, img.BytesTotal), img.Files, materialized(img.Materialized), refs)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -108,4 +108,17 @@ func progress(done, total int64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.1f/%.1f MB (%d%%)", float64(done)/1e6, float64(total)/1e6, done*100/total)
+}
+
+// materialized summarizes an image's OSTree commit for the table.
+func materialized(m *status.Materialization) string {
+	switch {
+	case m == nil:
+		return "-"
+	case m.State == "running" && m.BytesTotal > 0:
+		return "running " + progress(m.BytesDone, m.BytesTotal)
+	case m.State == "done":
+		return "done " + m.Commit[:min(12, len(m.Commit))]
+	}
+	return m.State
 }

@@ -4,6 +4,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
@@ -23,6 +24,9 @@ type Probes struct {
 	Ready func() error
 	// Profiling adds Go's /debug/pprof endpoints.
 	Profiling bool
+	// GC, when set, serves POST /gc: it runs a garbage collection now and
+	// answers with what it did, as JSON.
+	GC func(ctx context.Context) (any, error)
 }
 
 // Handler returns the mux with every endpoint.
@@ -51,6 +55,17 @@ func Handler(reg *status.Registry, cache func() index.CacheStats, probes Probes)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(reg.Snapshot())
 	})
+	if probes.GC != nil {
+		mux.HandleFunc("POST /gc", func(w http.ResponseWriter, r *http.Request) {
+			res, err := probes.GC(r.Context())
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(res)
+		})
+	}
 	if probes.Profiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -33,6 +33,8 @@ import (
 	"strings"
 	"sync"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Mode is a repository's storage mode.
@@ -405,4 +407,17 @@ func readMode(path string) (Mode, error) {
 		}
 	}
 	return 0, fmt.Errorf("ostree repo %s: config names no mode", path)
+}
+
+// SetNice sets the scheduling niceness of the thread that runs the Repo's
+// calls, where libostree hashes and writes, so that a background commit
+// gives way to work users wait for.
+func (r *Repo) SetNice(nice int) error {
+	return r.call(func() error {
+		// On Linux, PRIO_PROCESS with who 0 names the calling thread.
+		if err := unix.Setpriority(unix.PRIO_PROCESS, 0, nice); err != nil {
+			return fmt.Errorf("setting niceness %d of the ostree thread: %w", nice, err)
+		}
+		return nil
+	})
 }

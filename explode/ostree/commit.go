@@ -1,0 +1,393 @@
+package ostree
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"slices"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/explodefs/explodefs/explode/ostree/libostree"
+	"github.com/explodefs/explodefs/explode/status"
+	"github.com/explodefs/explodefs/index"
+)
+
+// maxSkippedListed bounds the device and fifo paths a commit's metadata
+// lists; the count is always exact.
+const maxSkippedListed = 1000
+
+// Commit metadata keys.
+const (
+	MetaImage    = "explodefs.image-digest"
+	MetaManifest = "explodefs.manifest-digest"
+	MetaConfig   = "explodefs.config-digest"
+	MetaTags     = "explodefs.tags"
+	MetaLayers   = "explodefs.layers"
+	// MetaSkipped lists the paths of device nodes, fifos and sockets,
+	// which OSTree cannot hold; MetaSkippedCount counts them.
+	MetaSkipped      = "explodefs.skipped"
+	MetaSkippedCount = "explodefs.skipped-count"
+)
+
+// imageCommit is one image being written.
+type imageCommit struct {
+	m     *Materializer
+	image digest.Digest
+	view  *index.View
+	txn   *libostree.Txn
+	// sums holds the object of each regular file, by inode.
+	sums []libostree.Checksum
+	// added collects, per layer, the objects written for its entries, to
+	// be remembered once the transaction committed.
+	added   map[digest.Digest][]index.ContentObject
+	dirMeta map[string]libostree.Checksum
+	skipped []string
+	nSkip   int
+
+	filesDone, bytesDone atomic.Int64
+	filesTotal           int64
+	bytesTotal           int64
+	started              time.Time
+	lastReport           time.Time
+}
+
+// regularFile is a file whose object the commit needs.
+type regularFile struct {
+	ino   index.Ino
+	layer int
+	off   int64
+	size  int64
+	meta  uint64
+}
+
+// commitImage writes the image's objects and commit in one transaction
+// that also sets the image's ref, and returns the commit.
+func (m *Materializer) commitImage(ctx context.Context, d digest.Digest, view *index.View) (libostree.Checksum, error) {
+	ctx = index.Background(ctx)
+	txn, err := m.repo.Begin()
+	if err != nil {
+		return libostree.Checksum{}, fmt.Errorf("image %s: %w", d, err)
+	}
+	defer txn.Abort()
+	c := &imageCommit{
+		m: m, image: d, view: view, txn: txn,
+		sums:    make([]libostree.Checksum, view.Len()+1),
+		added:   map[digest.Digest][]index.ContentObject{},
+		dirMeta: map[string]libostree.Checksum{},
+		started: time.Now(),
+	}
+	if err := c.writeFiles(ctx); err != nil {
+		return libostree.Checksum{}, fmt.Errorf("image %s: %w", d, err)
+	}
+	root := libostree.NewTree()
+	defer root.Free()
+	if err := c.writeDir(ctx, index.RootIno, "/", root); err != nil {
+		return libostree.Checksum{}, fmt.Errorf("image %s: %w", d, err)
+	}
+	commit, err := txn.CommitTree(root, "explodefs "+d.String(), c.metadata(), time.Now())
+	if err != nil {
+		return libostree.Checksum{}, fmt.Errorf("image %s: %w", d, err)
+	}
+	if err := txn.SetRef(ImageRef(d), commit); err != nil {
+		return libostree.Checksum{}, fmt.Errorf("image %s: %w", d, err)
+	}
+	if _, err := txn.Commit(); err != nil {
+		return libostree.Checksum{}, fmt.Errorf("image %s: %w", d, err)
+	}
+	// Only objects that are durable in the repository may be remembered.
+	for layer, objs := range c.added {
+		if err := m.store.PutContentObjects(context.WithoutCancel(ctx), layer, objs); err != nil {
+			m.log.Warn("cannot remember content objects; the next image sharing the layer hashes it again",
+				"image", d, "layer", layer, "err", err)
+		}
+	}
+	c.report(true)
+	return commit, nil
+}
+
+// writeFiles writes the object of every regular file the repository does
+// not hold yet, in layer and offset order, so that each layer's stream is
+// read front to back. A file whose entry's object the index remembers,
+// and which the repository still holds, is neither read nor hashed again.
+func (c *imageCommit) writeFiles(ctx context.Context) error {
+	var files []regularFile
+	for ino := index.RootIno; int(ino) <= c.view.Len(); ino++ {
+		in, ok := c.view.Stat(ino)
+		if !ok || in.Type != index.TypeRegular {
+			continue
+		}
+		files = append(files, regularFile{ino: ino, layer: in.Layer, off: in.Offset, size: in.Size, meta: metaFingerprint(&in)})
+		c.bytesTotal += in.Size
+	}
+	c.filesTotal = int64(len(files))
+	slices.SortFunc(files, func(a, b regularFile) int {
+		return cmp.Or(cmp.Compare(a.layer, b.layer), cmp.Compare(a.off, b.off))
+	})
+	layers := c.view.Layers()
+	var known map[objectKey]index.ObjectID
+	knownLayer := -1
+	var todo []regularFile
+	for _, f := range files {
+		if f.layer < 0 || f.layer >= len(layers) {
+			return fmt.Errorf("inode %d has no layer to read from", f.ino)
+		}
+		if f.layer != knownLayer {
+			var err error
+			if known, err = c.knownObjects(ctx, layers[f.layer]); err != nil {
+				return err
+			}
+			knownLayer = f.layer
+		}
+		if id, ok := known[objectKey{f.off, f.meta}]; ok {
+			sum := libostree.Checksum(id)
+			have, err := c.m.repo.HasFile(sum)
+			if err != nil {
+				return err
+			}
+			if have {
+				c.sums[f.ino] = sum
+				c.filesDone.Add(1)
+				c.bytesDone.Add(f.size)
+				continue
+			}
+		}
+		todo = append(todo, f)
+	}
+	return c.writeContents(ctx, todo)
+}
+
+type objectKey struct {
+	off  int64
+	meta uint64
+}
+
+func (c *imageCommit) knownObjects(ctx context.Context, layer digest.Digest) (map[objectKey]index.ObjectID, error) {
+	known := map[objectKey]index.ObjectID{}
+	err := c.m.store.ContentObjects(ctx, layer, func(o index.ContentObject) error {
+		known[objectKey{o.Offset, o.Meta}] = o.ID
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: reading remembered content objects: %w", layer, err)
+	}
+	return known, nil
+}
+
+// fileContent is a file read ahead of its write.
+type fileContent struct {
+	f    regularFile
+	data []byte // whole content of a small file; nil for a large one
+	err  error
+}
+
+// readAhead bounds the bytes of small files read ahead of the writer.
+const (
+	readAheadFiles = 64
+	smallFile      = 256 << 10
+)
+
+// writeContents reads files on one goroutine and writes them on the
+// repository's thread, so that inflating and hashing overlap.
+func (c *imageCommit) writeContents(ctx context.Context, files []regularFile) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	contents := make(chan fileContent, readAheadFiles)
+	go func() {
+		defer close(contents)
+		for _, f := range files {
+			fc := fileContent{f: f}
+			if _, err := c.m.reader.YieldToForeground(ctx, c.m.opts.YieldQuiet, c.m.opts.YieldMax); err != nil {
+				return
+			}
+			if f.size <= smallFile {
+				fc.data = make([]byte, f.size)
+				_, fc.err = io.ReadFull(c.fileReader(ctx, f), fc.data)
+			}
+			select {
+			case contents <- fc:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	layers := c.view.Layers()
+	for fc := range contents {
+		f := fc.f
+		if fc.err != nil {
+			return c.fileError(f, fc.err)
+		}
+		var src io.Reader = c.fileReader(ctx, f)
+		if fc.data != nil {
+			src = bytes.NewReader(fc.data)
+		}
+		in, _ := c.view.Stat(f.ino)
+		sum, err := c.txn.WriteFile(fileMeta(&in, syscall.S_IFREG), f.size, src)
+		if err != nil {
+			return c.fileError(f, err)
+		}
+		c.sums[f.ino] = sum
+		layer := layers[f.layer]
+		c.added[layer] = append(c.added[layer], index.ContentObject{Offset: f.off, Meta: f.meta, ID: index.ObjectID(sum)})
+		c.filesDone.Add(1)
+		c.bytesDone.Add(f.size)
+		c.report(false)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if done := c.filesDone.Load(); done != c.filesTotal {
+		return fmt.Errorf("wrote %d of %d files", done, c.filesTotal)
+	}
+	return nil
+}
+
+func (c *imageCommit) fileError(f regularFile, err error) error {
+	p, _ := c.view.Path(f.ino)
+	return fmt.Errorf("file %s (layer %s, offset %d): %w", p, c.view.Layers()[f.layer], f.off, err)
+}
+
+// fileReader reads a file's bytes through the lazy reader, holes of
+// sparse files included.
+func (c *imageCommit) fileReader(ctx context.Context, f regularFile) io.Reader {
+	in, _ := c.view.Stat(f.ino)
+	layer := c.view.Layers()[f.layer]
+	return io.NewSectionReader(readerAtFunc(func(p []byte, off int64) (int, error) {
+		return index.ReadFile(ctx, c.m.reader, layer, &in, p, off)
+	}), 0, f.size)
+}
+
+type readerAtFunc func(p []byte, off int64) (int, error)
+
+func (f readerAtFunc) ReadAt(p []byte, off int64) (int, error) { return f(p, off) }
+
+// report publishes progress at most every quarter second.
+func (c *imageCommit) report(final bool) {
+	now := time.Now()
+	if !final && now.Sub(c.lastReport) < 250*time.Millisecond {
+		return
+	}
+	c.lastReport = now
+	c.m.status.SetMaterialization(c.image, status.Materialization{
+		State:      string(index.MaterialRunning),
+		FilesDone:  c.filesDone.Load(),
+		FilesTotal: c.filesTotal,
+		BytesDone:  c.bytesDone.Load(),
+		BytesTotal: c.bytesTotal,
+		Started:    c.started,
+	})
+}
+
+// writeDir adds directory ino, at path p, and everything below it to tree.
+func (c *imageCommit) writeDir(ctx context.Context, ino index.Ino, p string, tree *libostree.Tree) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	in, _ := c.view.Stat(ino)
+	meta, err := c.dirMetaOf(&in)
+	if err != nil {
+		return fmt.Errorf("directory %s: %w", p, err)
+	}
+	tree.SetMeta(meta)
+	for i := range c.view.DirLen(ino) {
+		e := c.view.DirEntry(ino, i)
+		child := p + e.Name
+		in, _ := c.view.Stat(e.Ino)
+		switch in.Type {
+		case index.TypeDir:
+			sub, err := tree.Dir(e.Name)
+			if err != nil {
+				return fmt.Errorf("directory %s: %w", child, err)
+			}
+			if err := c.writeDir(ctx, e.Ino, child+"/", sub); err != nil {
+				return err
+			}
+		case index.TypeRegular:
+			if err := tree.SetFile(e.Name, c.sums[e.Ino]); err != nil {
+				return fmt.Errorf("file %s: %w", child, err)
+			}
+		case index.TypeSymlink:
+			sum, err := c.txn.WriteSymlink(fileMeta(&in, syscall.S_IFLNK), in.Linkname)
+			if err == nil {
+				err = tree.SetFile(e.Name, sum)
+			}
+			if err != nil {
+				return fmt.Errorf("symlink %s: %w", child, err)
+			}
+		default:
+			// Device nodes, fifos and sockets: OSTree refuses them.
+			c.nSkip++
+			if len(c.skipped) < maxSkippedListed {
+				c.skipped = append(c.skipped, child)
+			}
+		}
+	}
+	return nil
+}
+
+// dirMetaOf writes a directory's metadata object once per distinct
+// owner, mode and xattrs in the image.
+func (c *imageCommit) dirMetaOf(in *index.Inode) (libostree.Checksum, error) {
+	key := fmt.Sprintf("%d:%d:%o:%x", in.UID, in.GID, in.Mode, metaFingerprint(in))
+	if sum, ok := c.dirMeta[key]; ok {
+		return sum, nil
+	}
+	sum, err := c.txn.WriteDirMeta(fileMeta(in, syscall.S_IFDIR))
+	if err == nil {
+		c.dirMeta[key] = sum
+	}
+	return sum, err
+}
+
+func (c *imageCommit) metadata() libostree.Metadata {
+	meta := libostree.Metadata{MetaImage: c.image.String()}
+	if info, ok := c.m.status.Image(c.image); ok {
+		if info.Manifest != "" {
+			meta[MetaManifest] = info.Manifest.String()
+		}
+		if info.Config != "" {
+			meta[MetaConfig] = info.Config.String()
+		}
+	}
+	c.m.mu.Lock()
+	meta[MetaTags] = sortedTags(c.m.streams, c.image)
+	c.m.mu.Unlock()
+	var layers []string
+	for _, l := range c.view.Layers() {
+		layers = append(layers, l.String())
+	}
+	meta[MetaLayers] = layers
+	meta[MetaSkipped] = c.skipped
+	meta[MetaSkippedCount] = fmt.Sprint(c.nSkip)
+	return meta
+}
+
+// fileMeta is what OSTree records of an inode besides its bytes.
+func fileMeta(in *index.Inode, typ uint32) libostree.FileMeta {
+	meta := libostree.FileMeta{UID: in.UID, GID: in.GID, Mode: typ | in.Mode&0o7777}
+	for _, x := range in.Xattrs {
+		meta.Xattrs = append(meta.Xattrs, libostree.Xattr{Name: x.Name, Value: x.Value})
+	}
+	return meta
+}
+
+// metaFingerprint identifies the metadata an object is written with, so
+// that a remembered object is reused only for the same owner, mode and
+// xattrs.
+func metaFingerprint(in *index.Inode) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d:%d:%o:%d\x00", in.UID, in.GID, in.Mode&0o7777, len(in.Xattrs))
+	xs := slices.Clone(in.Xattrs)
+	slices.SortFunc(xs, func(a, b index.Xattr) int { return cmp.Compare(a.Name, b.Name) })
+	for _, x := range xs {
+		fmt.Fprintf(h, "%s\x00%d\x00", x.Name, len(x.Value))
+		h.Write(x.Value)
+	}
+	return h.Sum64()
+}

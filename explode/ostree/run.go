@@ -1,0 +1,295 @@
+package ostree
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/explodefs/explodefs/explode/ostree/libostree"
+	"github.com/explodefs/explodefs/explode/status"
+	"github.com/explodefs/explodefs/index"
+)
+
+// Run materializes queued images one at a time (a repository takes one
+// transaction at a time), keeps refs in step with the catalog and prunes
+// on schedule, until ctx ends.
+func (m *Materializer) Run(ctx context.Context) {
+	m.recoverRecords(ctx)
+	var prune <-chan time.Time
+	if m.opts.PruneInterval > 0 {
+		t := time.NewTicker(m.opts.PruneInterval)
+		defer t.Stop()
+		prune = t.C
+	}
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for ctx.Err() == nil {
+		if err := m.syncRefs(ctx); err != nil {
+			m.log.Warn("cannot bring OSTree refs up to date", "repo", m.repo.Path(), "err", err)
+		}
+		d, view, wait := m.next()
+		if view != nil {
+			m.runImage(ctx, d, view)
+			continue
+		}
+		retry.Reset(wait)
+		select {
+		case <-ctx.Done():
+		case <-m.wake:
+		case <-retry.C:
+		case <-prune:
+			if _, err := m.gc(ctx); err != nil {
+				m.log.Warn("scheduled OSTree prune failed", "repo", m.repo.Path(), "err", err)
+			}
+		case reply := <-m.gcCalls:
+			st, err := m.gc(ctx)
+			reply <- gcResult{st, err}
+		}
+	}
+}
+
+// recoverRecords reports what a previous run left: a materialization
+// recorded as running was cut short by a crash. Its transaction never
+// committed, so it left no ref; it is redone when its image is published.
+func (m *Materializer) recoverRecords(ctx context.Context) {
+	err := m.store.Materializations(ctx, func(d digest.Digest, rec index.Materialization) error {
+		if rec.State == index.MaterialRunning {
+			m.log.Info("materialization was interrupted; it will be redone", "image", d, "since", rec.Updated)
+		}
+		return nil
+	})
+	if err != nil {
+		m.log.Warn("cannot read materialization records", "err", err)
+	}
+}
+
+// next returns the first queued image that is due, or how long to wait
+// for one.
+func (m *Materializer) next() (digest.Digest, *index.View, time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	wait := time.Hour
+	now := time.Now()
+	for i, d := range m.queue {
+		img := m.images[d]
+		if until := img.retryAt.Sub(now); until > 0 {
+			wait = min(wait, until)
+			continue
+		}
+		m.queue = append(m.queue[:i:i], m.queue[i+1:]...)
+		img.queued = false
+		img.state = index.MaterialRunning
+		return d, img.view, 0
+	}
+	return "", nil, wait
+}
+
+// runImage materializes one image and records the outcome.
+func (m *Materializer) runImage(ctx context.Context, d digest.Digest, view *index.View) {
+	if commit, ok := m.alreadyCommitted(ctx, d); ok {
+		m.finish(ctx, d, commit, nil)
+		return
+	}
+	started := time.Now()
+	m.record(ctx, d, index.Materialization{State: index.MaterialRunning})
+	m.status.SetMaterialization(d, status.Materialization{State: string(index.MaterialRunning), Started: started})
+	commit, err := m.commitImage(ctx, d, view)
+	if ctx.Err() != nil && err != nil {
+		// Shutting down: the record stays running, and the next run
+		// redoes the image.
+		return
+	}
+	if err == nil {
+		m.log.Info("image materialized", "image", d, "commit", commit, "took", time.Since(started).Round(time.Millisecond))
+	}
+	m.finish(ctx, d, commit, err)
+}
+
+// alreadyCommitted reports an image whose recorded commit its ref still
+// names, as after a restart.
+func (m *Materializer) alreadyCommitted(ctx context.Context, d digest.Digest) (libostree.Checksum, bool) {
+	rec, err := m.store.Materialization(ctx, d)
+	if err != nil || rec.State != index.MaterialDone {
+		return libostree.Checksum{}, false
+	}
+	commit, err := libostree.ParseChecksum(rec.Commit)
+	if err != nil {
+		return libostree.Checksum{}, false
+	}
+	got, ok, err := m.repo.Resolve(ImageRef(d))
+	return commit, err == nil && ok && got == commit
+}
+
+func (m *Materializer) finish(ctx context.Context, d digest.Digest, commit libostree.Checksum, err error) {
+	rec := index.Materialization{State: index.MaterialDone, Commit: commit.String()}
+	if err != nil {
+		rec = index.Materialization{State: index.MaterialFailed, Reason: err.Error()}
+		m.log.Error("cannot materialize image", "image", d, "err", err)
+	}
+	m.record(ctx, d, rec)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	img, ok := m.images[d]
+	if !ok {
+		return // dropped meanwhile; syncRefs deletes its ref
+	}
+	img.state, img.reason = rec.State, rec.Reason
+	if err == nil {
+		img.commit, img.fails = commit, 0
+	} else {
+		img.fails++
+		img.retryAt = time.Now().Add(backoff(m.opts.RetryBackoff, m.opts.RetryMax, img.fails))
+		m.enqueue(d, img)
+	}
+	st := img.statusOf()
+	st.Finished = time.Now()
+	m.status.SetMaterialization(d, st)
+}
+
+func backoff(first, limit time.Duration, fails int) time.Duration {
+	wait := first
+	for i := 1; i < fails && wait < limit; i++ {
+		wait *= 2
+	}
+	return min(wait, limit)
+}
+
+// record writes an image's materialization to the index. A failure to
+// write it is logged: the repository's refs stay the truth, and the record
+// is written again with the next change.
+func (m *Materializer) record(ctx context.Context, d digest.Digest, rec index.Materialization) {
+	rec.Updated = time.Now()
+	if err := m.store.PutMaterialization(context.WithoutCancel(ctx), d, rec); err != nil {
+		m.log.Warn("cannot record materialization state", "image", d, "state", rec.State, "err", err)
+	}
+}
+
+// syncRefs points every tag ref and image ref at the commit of the image
+// it shows, and deletes refs of images and tags that the sources no
+// longer name.
+func (m *Materializer) syncRefs(ctx context.Context) error {
+	m.mu.Lock()
+	want := map[string]libostree.Checksum{}
+	for d, img := range m.images {
+		if img.state == index.MaterialDone {
+			want[ImageRef(d)] = img.commit
+		}
+	}
+	for _, st := range m.streams {
+		for tag, d := range st.tags {
+			if img, ok := m.images[d]; ok && img.state == index.MaterialDone {
+				want[TagRef(st.namespace, st.name, tag)] = img.commit
+			}
+		}
+	}
+	wants := m.wants
+	m.mu.Unlock()
+
+	have, err := m.repo.ListRefs("explodefs")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for ref, commit := range want {
+		if got, ok := have[ref]; !ok || got != commit {
+			errs = append(errs, m.repo.SetRef(ref, commit))
+		}
+	}
+	if wants == nil || !wants.Ready() {
+		return errors.Join(errs...)
+	}
+	for ref := range have {
+		if _, ok := want[ref]; ok || ctx.Err() != nil {
+			continue
+		}
+		if m.unwanted(wants, ref) {
+			m.log.Info("deleting ref of an image or tag the sources no longer name", "ref", ref)
+			errs = append(errs, m.repo.DeleteRef(ref))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unwanted reports whether ref names an image or tag that no source names.
+// Refs of other shapes under explodefs/ are left alone.
+func (m *Materializer) unwanted(wants Wants, ref string) bool {
+	if hex, ok := strings.CutPrefix(ref, ImageRefPrefix); ok {
+		d := digest.NewDigestFromEncoded(digest.SHA256, hex)
+		return d.Validate() == nil && !wants.WantsImage(d)
+	}
+	if ns, stream, tag, ok := parseTagRef(ref); ok {
+		return !wants.WantsTag(ns, stream, tag)
+	}
+	return false
+}
+
+// GCStats says what a GC did.
+type GCStats struct {
+	libostree.PruneStats
+	// Records counts materialization records of images no source names
+	// any more, deleted from the index.
+	Records int
+}
+
+type gcResult struct {
+	stats GCStats
+	err   error
+}
+
+// GC deletes the refs and records of images and tags the sources no
+// longer name and prunes objects no ref reaches. It runs on the worker,
+// between images, and waits for it.
+func (m *Materializer) GC(ctx context.Context) (GCStats, error) {
+	reply := make(chan gcResult, 1)
+	select {
+	case m.gcCalls <- reply:
+	case <-ctx.Done():
+		return GCStats{}, ctx.Err()
+	}
+	select {
+	case r := <-reply:
+		return r.stats, r.err
+	case <-ctx.Done():
+		return GCStats{}, ctx.Err()
+	}
+}
+
+func (m *Materializer) gc(ctx context.Context) (GCStats, error) {
+	var st GCStats
+	if err := m.syncRefs(ctx); err != nil {
+		return st, fmt.Errorf("gc: %w", err)
+	}
+	m.mu.Lock()
+	wants := m.wants
+	m.mu.Unlock()
+	if wants != nil && wants.Ready() {
+		var gone []digest.Digest
+		err := m.store.Materializations(ctx, func(d digest.Digest, _ index.Materialization) error {
+			if !wants.WantsImage(d) {
+				gone = append(gone, d)
+			}
+			return nil
+		})
+		if err != nil {
+			return st, fmt.Errorf("gc: %w", err)
+		}
+		for _, d := range gone {
+			if err := m.store.DeleteMaterialization(ctx, d); err != nil {
+				return st, fmt.Errorf("gc: %w", err)
+			}
+			st.Records++
+		}
+	}
+	pruned, err := m.repo.Prune()
+	st.PruneStats = pruned
+	if err != nil {
+		return st, fmt.Errorf("gc: %w", err)
+	}
+	m.log.Info("pruned OSTree repo", "repo", m.repo.Path(), "objects", pruned.Objects, "pruned", pruned.Pruned,
+		"bytes", pruned.Bytes, "records", st.Records)
+	return st, nil
+}
