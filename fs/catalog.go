@@ -27,6 +27,10 @@ type Root struct {
 	// images finds every image still shown or held by the kernel by its
 	// serial; imageFS answers requests about image inodes through it.
 	images *imageTable
+	// stats counts how image files are served; passthrough says whether
+	// the current mount lets them pass through (see Root.Passthrough).
+	stats       counters
+	passthrough atomic.Bool
 
 	mu              sync.RWMutex
 	namespaces      map[string]*namespaceEntry

@@ -9,7 +9,9 @@
 // each image's root; the inodes below an image root are answered straight
 // from the view by number (imageFS), so the daemon keeps nothing per inode
 // the kernel caches. What an image contains comes from an *index.View; the
-// bytes of its files come from a ContentReader. The catalog changes through Root.SetStream and
-// Root.RemoveStream while the mount is live; image content never changes,
-// so the kernel may cache it for long.
+// bytes of its files come from a ContentReader or, once the image is
+// materialized on local disk, from a Backer's files, which the kernel then
+// reads without asking the daemon (FUSE passthrough). The catalog changes
+// through Root.SetStream and Root.RemoveStream while the mount is live;
+// image content never changes, so the kernel may cache it for long.
 package fs

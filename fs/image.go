@@ -108,20 +108,17 @@ func (n *imageNode) Readlink(context.Context) ([]byte, syscall.Errno) {
 	return []byte(in.Linkname), 0
 }
 
-// Open needs no handle: reads go to the node. Answering ENOSYS tells the
-// kernel (FUSE_NO_OPEN_SUPPORT, Linux 3.14+) to stop sending OPEN and
-// RELEASE for every file of the mount and to keep the page cache across
-// opens, as FOPEN_KEEP_CACHE would. That halves the round trips of a
-// scanner that opens and reads thousands of small files. Writes never get
-// here: the mount is read-only, so the kernel refuses them first.
-func (n *imageNode) Open(_ context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+// openable checks an open of the node with flags (see imageFS.Open for
+// how it is answered). Writes never get here: the mount is read-only, so
+// the kernel refuses them first.
+func (n *imageNode) openable(flags uint32) syscall.Errno {
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&(syscall.O_TRUNC|syscall.O_CREAT) != 0 {
-		return nil, 0, syscall.EROFS
+		return syscall.EROFS
 	}
 	if n.img.view.Type(n.ino) != index.TypeRegular {
-		return nil, 0, syscall.EINVAL
+		return syscall.EINVAL
 	}
-	return nil, 0, syscall.ENOSYS
+	return 0
 }
 
 // Read fills dest from the file's bytes in its layer's uncompressed stream.

@@ -32,6 +32,10 @@ import (
 type imageFS struct {
 	fuse.RawFileSystem
 	images *imageTable
+	root   *Root
+	// opens answers OPEN and RELEASE of image files when a Backer is
+	// configured; nil without one.
+	opens *openTable
 }
 
 // imageNodeID splits a node ID into an image serial and a view inode. It
@@ -127,6 +131,16 @@ func (fs *imageFS) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status
 	return fs.RawFileSystem.Access(cancel, in)
 }
 
+// Open answers ENOSYS for an image file unless image files may pass
+// through: the kernel (FUSE_NO_OPEN_SUPPORT, Linux 3.14+) then stops
+// sending OPEN and RELEASE for every file of the mount and keeps the page
+// cache across opens, as FOPEN_KEEP_CACHE would. That halves the round
+// trips of a scanner that opens and reads thousands of small files, and
+// reads go to the node without a handle.
+//
+// When they may pass through, every open is answered (one ENOSYS would
+// end OPENs for good): in passthrough mode when the file has a backing
+// file, for lazy reads otherwise (see openTable).
 func (fs *imageFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	n, ok := fs.node(in.NodeId)
 	if !ok {
@@ -135,8 +149,14 @@ func (fs *imageFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenO
 	if n.img == nil {
 		return fuse.Status(syscall.ESTALE)
 	}
-	_, _, errno := n.Open(context.Background(), in.Flags)
-	return fuse.Status(errno)
+	if errno := n.openable(in.Flags); errno != 0 {
+		return fuse.Status(errno)
+	}
+	if fs.opens == nil || !fs.opens.enabled {
+		return fuse.ENOSYS
+	}
+	fs.opens.open(&fuse.Context{Caller: in.Caller, Cancel: cancel}, n, in.NodeId, out)
+	return fuse.OK
 }
 
 func (fs *imageFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
@@ -147,6 +167,7 @@ func (fs *imageFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fu
 	if n.img == nil {
 		return nil, fuse.Status(syscall.ESTALE)
 	}
+	fs.root.stats.reads.Add(1)
 	if int(in.Size) < len(buf) {
 		buf = buf[:in.Size]
 	}
@@ -155,8 +176,9 @@ func (fs *imageFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fu
 }
 
 // Flush answers ENOSYS so the kernel stops sending FLUSH on close for the
-// whole mount (FOPEN_NOFLUSH cannot be set without OPEN). Nothing is ever
-// written, so there is nothing to flush.
+// whole mount. Opens that Open answers carry FOPEN_NOFLUSH instead; the
+// others never reach it (see Open). Nothing is ever written, so there is
+// nothing to flush.
 func (fs *imageFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	if isImageNode(in.NodeId) {
 		return fuse.ENOSYS
@@ -164,11 +186,15 @@ func (fs *imageFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	return fs.RawFileSystem.Flush(cancel, in)
 }
 
-// Release never comes for an image file, which is never opened (see
-// imageNode.Open).
+// Release comes for an image file only when Open answered it with a
+// handle, which it does only while image files may pass through.
 func (fs *imageFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	if !isImageNode(in.NodeId) {
 		fs.RawFileSystem.Release(cancel, in)
+		return
+	}
+	if fs.opens != nil {
+		fs.opens.release(in.NodeId, in.Fh)
 	}
 }
 
@@ -461,7 +487,36 @@ func newImageFS(root *rootNode, r *Root, opts *gofs.Options) *imageFS {
 	// Node IDs are inode numbers, so that a request about an image inode
 	// names it (see imageFS).
 	o.ExternalNodeID = true
-	return &imageFS{RawFileSystem: gofs.NewNodeFS(root, &o), images: r.images}
+	fs := &imageFS{RawFileSystem: gofs.NewNodeFS(root, &o), images: r.images, root: r}
+	if r.opts.Backer != nil {
+		fs.opens = newOpenTable(r.opts.Backer, &r.stats, r.log)
+	}
+	return fs
+}
+
+// Init runs once the kernel answered INIT, before any other request:
+// it decides whether image files pass through on this connection and says
+// so once.
+func (fs *imageFS) Init(server *fuse.Server) {
+	fs.RawFileSystem.Init(server)
+	enabled, reason := false, "no Backer is configured"
+	if fs.opens != nil {
+		enabled, reason = fs.opens.start(server)
+	}
+	fs.root.passthrough.Store(enabled)
+	if enabled {
+		fs.root.log.Info("image files: passthrough to materialized objects")
+	} else {
+		fs.root.log.Info("image files: lazy reads only, because " + reason)
+	}
+}
+
+// OnUnmount runs when the connection has ended.
+func (fs *imageFS) OnUnmount() {
+	if fs.opens != nil {
+		fs.opens.closeAll()
+	}
+	fs.RawFileSystem.OnUnmount()
 }
 
 // mountImages mounts root at mountpoint through imageFS and starts serving,

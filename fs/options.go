@@ -40,6 +40,14 @@ type Options struct {
 	// CatalogTimeout is how long the kernel caches namespace and stream
 	// directories and tag symlinks. Zero means DefaultCatalogTimeout.
 	CatalogTimeout time.Duration
+	// Backer gives the local files of materialized images. When it is set
+	// and the kernel allows FUSE passthrough (Linux 6.9+, and the daemon
+	// has CAP_SYS_ADMIN), an open of an image file that has a backing
+	// file passes through to it, and its reads never reach the daemon.
+	// Nil serves every read from the layers, and the kernel then opens
+	// image files without asking the daemon at all. Only the Options
+	// given to NewRoot count.
+	Backer Backer
 	// Logger receives errors that a FUSE reply can only carry as an errno.
 	// Nil discards them.
 	Logger *slog.Logger
