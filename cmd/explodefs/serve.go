@@ -223,6 +223,10 @@ func serve(parent context.Context, c serveConfig) error {
 		Logger:       log,
 		Debug:        c.fuseDebug,
 	}
+	if mat != nil {
+		// Reads of committed images pass through to their OSTree objects.
+		fsOpts.Backer = mat
+	}
 	root := explodefs.NewRoot(reader, fsOpts)
 	server, err := explodefs.Mount(c.mountpoint, root, fsOpts)
 	if err != nil {
