@@ -242,6 +242,11 @@ func serve(parent context.Context, c serveConfig) error {
 	}
 	defer unmount()
 	log.Info("mounted", "mountpoint", c.mountpoint, "source", c.source, "state", c.stateDir)
+	reg.SetMount(func() status.Mount {
+		st := root.Stats()
+		return status.Mount{Passthrough: root.Passthrough(), Reads: st.Reads, LazyOpens: st.LazyOpens,
+			PassthroughOpens: st.PassthroughOpens, BackingFiles: st.BackingFiles}
+	})
 
 	var pub controller.Publisher = root
 	if mat != nil {

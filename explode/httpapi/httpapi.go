@@ -81,6 +81,9 @@ var (
 	bytesDesc  = prometheus.NewDesc("explodefs_layer_bytes_indexed", "Compressed bytes read by layer passes, including running ones.", nil, nil)
 	cacheDesc  = prometheus.NewDesc("explodefs_span_cache_requests_total", "Span cache lookups by result.", []string{"result"}, nil)
 	cacheBytes = prometheus.NewDesc("explodefs_span_cache_bytes", "Bytes of inflated spans held in the cache.", nil, nil)
+	readsDesc  = prometheus.NewDesc("explodefs_fuse_image_reads_total", "READ requests for image files the daemon answered (passthrough reads never reach it).", nil, nil)
+	opensDesc  = prometheus.NewDesc("explodefs_fuse_image_opens_total", "Opens of image files answered, by mode.", []string{"mode"}, nil)
+	matDesc    = prometheus.NewDesc("explodefs_images_materialized", "Images by OSTree materialization state.", []string{"state"}, nil)
 )
 
 // statusCollector derives metrics from the status registry at scrape time,
@@ -91,7 +94,7 @@ type statusCollector struct {
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{imagesDesc, layersDesc, bytesDesc, cacheDesc, cacheBytes} {
+	for _, d := range []*prometheus.Desc{imagesDesc, layersDesc, bytesDesc, cacheDesc, cacheBytes, readsDesc, opensDesc, matDesc} {
 		ch <- d
 	}
 }
@@ -101,8 +104,20 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	states := []status.State{status.Pending, status.Indexing, status.Ready, status.Failed}
 	images, layers := map[status.State]int{}, map[status.State]int{}
 	var done int64
+	materialized := map[string]int{}
 	for _, img := range rep.Images {
 		images[img.State]++
+		if img.Materialized != nil {
+			materialized[img.Materialized.State]++
+		}
+	}
+	for _, s := range []string{"pending", "running", "done", "failed"} {
+		ch <- prometheus.MustNewConstMetric(matDesc, prometheus.GaugeValue, float64(materialized[s]), s)
+	}
+	if m := rep.Mount; m != nil {
+		ch <- prometheus.MustNewConstMetric(readsDesc, prometheus.CounterValue, float64(m.Reads))
+		ch <- prometheus.MustNewConstMetric(opensDesc, prometheus.CounterValue, float64(m.LazyOpens), "lazy")
+		ch <- prometheus.MustNewConstMetric(opensDesc, prometheus.CounterValue, float64(m.PassthroughOpens), "passthrough")
 	}
 	for _, l := range rep.Layers {
 		layers[l.State]++

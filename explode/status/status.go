@@ -95,6 +95,21 @@ type Report struct {
 	Images  []Image  `json:"images"`
 	Layers  []Layer  `json:"layers"`
 	Streams []Stream `json:"streams,omitempty"`
+	Mount   *Mount   `json:"mount,omitempty"`
+}
+
+// Mount is what the FUSE mount served, since the daemon started.
+type Mount struct {
+	// Passthrough says whether opens of committed images' files are
+	// served by kernel FUSE passthrough.
+	Passthrough bool `json:"passthrough"`
+	// Reads counts READ requests for image files the daemon answered;
+	// passthrough reads never reach it.
+	Reads            uint64 `json:"reads"`
+	LazyOpens        uint64 `json:"lazyOpens"`
+	PassthroughOpens uint64 `json:"passthroughOpens"`
+	// BackingFiles counts OSTree objects registered for open files now.
+	BackingFiles int64 `json:"backingFiles"`
 }
 
 // Registry holds the status. It is safe for concurrent use.
@@ -106,6 +121,15 @@ type Registry struct {
 	// refsOf, when set, names the references of an image at snapshot
 	// time, so that keeping names current costs nothing per change.
 	refsOf func(digest.Digest) []string
+	// mount, when set, reports the FUSE mount's counters at snapshot time.
+	mount func() Mount
+}
+
+// SetMount makes Snapshot include the mount's counters from fn.
+func (r *Registry) SetMount(fn func() Mount) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.mount = fn
 }
 
 // SetRefs makes Snapshot ask fn for each image's references. fn is called
@@ -242,6 +266,13 @@ func (l *layerEntry) snapshot() Layer {
 // are summed over its layers, so progress shows while it is indexed.
 func (r *Registry) Snapshot() Report {
 	rep, refsOf := r.snapshot()
+	r.mu.Lock()
+	mount := r.mount
+	r.mu.Unlock()
+	if mount != nil {
+		m := mount()
+		rep.Mount = &m
+	}
 	if refsOf != nil {
 		for i := range rep.Images {
 			rep.Images[i].Refs = refsOf(rep.Images[i].Digest)
