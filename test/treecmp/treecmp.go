@@ -98,6 +98,13 @@ type Options struct {
 	// records with empty values, while explodefs shows them with 0 bytes
 	// because the tar holds them.
 	AllowDroppedEmptyXattrs bool
+	// IgnoreMtime skips mtimes, for trees whose store keeps none (an
+	// OSTree checkout).
+	IgnoreMtime bool
+	// IgnoreLinks skips link counts and hard-link groups of everything
+	// but directories, for trees that link equal content whether or not
+	// the image did (an OSTree checkout).
+	IgnoreLinks bool
 }
 
 // Compare scans both trees and returns their differences sorted by path.
@@ -115,7 +122,9 @@ func Compare(want, got string, opts Options) ([]Difference, error) {
 		c.loose[strings.TrimPrefix(strings.TrimSuffix(p, "/"), "./")] = true
 	}
 	c.comparePaths()
-	c.compareHardLinks()
+	if !opts.IgnoreLinks {
+		c.compareHardLinks()
+	}
 	slices.SortStableFunc(c.diffs, func(a, b Difference) int { return strings.Compare(a.Path, b.Path) })
 	return c.diffs, nil
 }
@@ -167,12 +176,12 @@ func (c *comparison) compareNode(p string, w, g *node) {
 		if w.stat.Gid != g.stat.Gid {
 			c.add(p, GID, w.stat.Gid, g.stat.Gid)
 		}
-		if w.stat.Mtim != g.stat.Mtim {
+		if w.stat.Mtim != g.stat.Mtim && !c.opts.IgnoreMtime {
 			c.add(p, Mtime, formatTime(w.stat.Mtim), formatTime(g.stat.Mtim))
 		}
 	}
 	isDir := w.fileType() == unix.S_IFDIR
-	if w.stat.Nlink != g.stat.Nlink && !(isDir && c.opts.IgnoreDirNlink) {
+	if w.stat.Nlink != g.stat.Nlink && !(isDir && c.opts.IgnoreDirNlink) && !(!isDir && c.opts.IgnoreLinks) {
 		c.add(p, Nlink, w.stat.Nlink, g.stat.Nlink)
 	}
 	switch w.fileType() {

@@ -299,3 +299,44 @@ func TestDeeperThanPathMax(t *testing.T) {
 		t.Fatalf("scanned %d paths, want 1002", len(tr))
 	}
 }
+
+// IgnoreMtime and IgnoreLinks forgive what an OSTree checkout changes:
+// mtimes, and files linked because their content is equal. Directory link
+// counts and content are still compared.
+func TestCheckoutOptions(t *testing.T) {
+	requireRoot(t)
+	want := buildTree(t, nil)
+	got := buildTree(t, func(root string) {
+		// Split the hard-link group, and link two equal files instead.
+		must := func(err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(os.Remove(filepath.Join(root, "h2")))
+		must(os.WriteFile(filepath.Join(root, "h2"), []byte("linked"), 0o644))
+		must(os.Chmod(filepath.Join(root, "h2"), 0o644))
+		must(os.Remove(filepath.Join(root, "d", "inner")))
+		must(os.WriteFile(filepath.Join(root, "d", "inner"), []byte("INNER"), 0o644))
+		must(os.Chmod(filepath.Join(root, "d", "inner"), 0o644))
+	})
+	later := unix.NsecToTimespec(unix.TimespecToNsec(fixedTime()) + 1e9)
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(got, "f"), []unix.Timespec{later, later}, 0); err != nil {
+		t.Fatal(err)
+	}
+	diffs, err := Compare(want, got, Options{IgnoreMtime: true, IgnoreLinks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diffs) != 1 || diffs[0].Kind != Content || diffs[0].Path != "d/inner" {
+		t.Fatalf("want only the content difference, got:\n%s", Report(diffs, 0))
+	}
+	diffs, _ = Compare(want, got, Options{})
+	kinds := map[Kind]bool{}
+	for _, d := range diffs {
+		kinds[d.Kind] = true
+	}
+	if !kinds[Mtime] || !kinds[Nlink] || !kinds[HardLinks] {
+		t.Fatalf("without the options, mtime and link differences must show:\n%s", Report(diffs, 0))
+	}
+}
