@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(
   gcc libc6-dev zlib1g-dev   # cgo: zlib checkpoints
+  libostree-dev              # cgo: the OSTree materializer
+  ostree runc                # tests: checkouts, fsck and running images
   pkg-config
   gzip zstd                  # baselines and test image variants
   umoci                      # independent reference extraction for tests
