@@ -45,14 +45,20 @@ var ErrStateDiskFull = errors.New("the state directory's disk is full")
 // the layer's content. Such failures are worth retrying.
 type StoreError struct {
 	Layer digest.Digest
+	// Image is set instead of Layer for records about a whole image.
+	Image digest.Digest
 	Err   error
 }
 
 func (e *StoreError) Error() string {
-	if errors.Is(e.Err, syscall.ENOSPC) {
-		return fmt.Sprintf("layer %s: %v: %v", e.Layer, ErrStateDiskFull, e.Err)
+	subject := "layer " + e.Layer.String()
+	if e.Image != "" {
+		subject = "image " + e.Image.String()
 	}
-	return fmt.Sprintf("layer %s: recording the index: %v", e.Layer, e.Err)
+	if errors.Is(e.Err, syscall.ENOSPC) {
+		return fmt.Sprintf("%s: %v: %v", subject, ErrStateDiskFull, e.Err)
+	}
+	return fmt.Sprintf("%s: recording the index: %v", subject, e.Err)
 }
 
 // Unwrap lets errors.Is find both the cause and ErrStateDiskFull.

@@ -213,9 +213,8 @@ func decodeMaterialization(v []byte, m *index.Materialization) error {
 // PutMaterialization implements index.Store. The store syncs every write
 // (SyncWrites), so the record is durable once Update returns.
 //
-// Failures are index.StoreError, whose Layer field then holds the image
-// digest: callers retry store failures by that type, whatever the digest
-// names.
+// Failures are index.StoreError naming the image, so that callers treat
+// them as they treat a layer's store failures.
 func (s *Store) PutMaterialization(_ context.Context, image digest.Digest, m index.Materialization) (err error) {
 	if err := image.Validate(); err != nil {
 		return fmt.Errorf("recording materialization of image %q: %w", image, err)
@@ -223,12 +222,12 @@ func (s *Store) PutMaterialization(_ context.Context, image digest.Digest, m ind
 	var panicked error
 	defer func() {
 		if panicked != nil {
-			err = &index.StoreError{Layer: image, Err: panicked}
+			err = &index.StoreError{Image: image, Err: panicked}
 		}
 	}()
 	defer recoverBadger("recording materialization of image", image, &panicked)
 	fail := func(err error) error {
-		return &index.StoreError{Layer: image, Err: fmt.Errorf("recording materialization of image %s: %w", image, err)}
+		return &index.StoreError{Image: image, Err: fmt.Errorf("recording its materialization: %w", err)}
 	}
 	v, err := json.Marshal(m)
 	if err != nil {
@@ -250,12 +249,12 @@ func (s *Store) DeleteMaterialization(_ context.Context, image digest.Digest) (e
 	var panicked error
 	defer func() {
 		if panicked != nil {
-			err = &index.StoreError{Layer: image, Err: panicked}
+			err = &index.StoreError{Image: image, Err: panicked}
 		}
 	}()
 	defer recoverBadger("deleting materialization of image", image, &panicked)
 	fail := func(err error) error {
-		return &index.StoreError{Layer: image, Err: fmt.Errorf("deleting materialization of image %s: %w", image, err)}
+		return &index.StoreError{Image: image, Err: fmt.Errorf("deleting its materialization: %w", err)}
 	}
 	if err := s.space.forDelete(); err != nil {
 		return fail(err)
