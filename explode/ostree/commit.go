@@ -10,7 +10,9 @@ import (
 	"slices"
 	"sync/atomic"
 	"syscall"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/opencontainers/go-digest"
 
@@ -30,8 +32,10 @@ const (
 	MetaConfig   = "explodefs.config-digest"
 	MetaTags     = "explodefs.tags"
 	MetaLayers   = "explodefs.layers"
-	// MetaSkipped lists the paths of device nodes, fifos and sockets,
-	// which OSTree cannot hold; MetaSkippedCount counts them.
+	// MetaSkipped lists the paths of what OSTree cannot hold: device
+	// nodes, fifos and sockets, and entries whose name or link target is
+	// not UTF-8 (listed Go-quoted, with everything below them left out
+	// too). MetaSkippedCount counts them; the list stops at 1000.
 	MetaSkipped      = "explodefs.skipped"
 	MetaSkippedCount = "explodefs.skipped-count"
 )
@@ -299,6 +303,12 @@ func (c *imageCommit) writeDir(ctx context.Context, ino index.Ino, p string, tre
 		e := c.view.DirEntry(ino, i)
 		child := p + e.Name
 		in, _ := c.view.Stat(e.Ino)
+		if !utf8.ValidString(e.Name) || (in.Type == index.TypeSymlink && !utf8.ValidString(in.Linkname)) {
+			// OSTree keeps names and link targets as GVariant strings,
+			// which must be UTF-8; tar names need not be.
+			c.skip(child)
+			continue
+		}
 		switch in.Type {
 		case index.TypeDir:
 			sub, err := tree.Dir(e.Name)
@@ -322,13 +332,23 @@ func (c *imageCommit) writeDir(ctx context.Context, ino index.Ino, p string, tre
 			}
 		default:
 			// Device nodes, fifos and sockets: OSTree refuses them.
-			c.nSkip++
-			if len(c.skipped) < maxSkippedListed {
-				c.skipped = append(c.skipped, child)
-			}
+			c.skip(child)
 		}
 	}
 	return nil
+}
+
+// skip records an entry OSTree cannot hold. A path that is not UTF-8 is
+// listed quoted, Go-style, since metadata strings must be UTF-8.
+func (c *imageCommit) skip(p string) {
+	c.nSkip++
+	if len(c.skipped) >= maxSkippedListed {
+		return
+	}
+	if !utf8.ValidString(p) {
+		p = strconv.Quote(p)
+	}
+	c.skipped = append(c.skipped, p)
 }
 
 // dirMetaOf writes a directory's metadata object once per distinct

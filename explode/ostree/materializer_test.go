@@ -358,3 +358,33 @@ func commitFile(t *testing.T, f *fixture, image digest.Digest, p string) libostr
 	}
 	return c
 }
+
+// Names and link targets that are not UTF-8 are legal in tar but not in
+// OSTree's trees: they are skipped and listed, and the rest is committed.
+func TestMaterializeSkipsNamesOSTreeCannotHold(t *testing.T) {
+	f := newFixture(t)
+	layer := f.layer([]layerFile{
+		{name: "ok.txt", typ: tar.TypeReg, mode: 0o644, body: "fine"},
+		{name: "caf\xe9.txt", typ: tar.TypeReg, mode: 0o644, body: "latin-1 name"},
+		{name: "dir\xff/", typ: tar.TypeDir, mode: 0o755},
+		{name: "dir\xff/inner", typ: tar.TypeReg, mode: 0o644, body: "below a bad name"},
+		{name: "link", typ: tar.TypeSymlink, link: "target\xfe", mode: 0o777},
+	})
+	d, view := f.image("latin1", layer)
+	f.wants.images[d] = true
+	f.m.SetStream("ns", "l1", map[string]digest.Digest{"latest": d}, map[digest.Digest]*index.View{d: view})
+	commit := f.waitDone(d)
+	ls := f.ostree("ls", "-R", ImageRef(d))
+	if !strings.Contains(ls, "/ok.txt") || strings.Count(ls, "\n") != 2 {
+		t.Errorf("commit should hold / and /ok.txt only:\n%s", ls)
+	}
+	got, _, err := f.m.repo.CommitMetadata(commit, MetaSkipped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Join([]string{`"/caf\xe9.txt"`, `"/dir\xff"`, "/link"}, "\n")
+	if got != want {
+		t.Errorf("skipped = %q, want %q", got, want)
+	}
+	f.ostree("fsck")
+}
