@@ -8,9 +8,9 @@ import (
 	"hash/fnv"
 	"io"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"syscall"
-	"strconv"
 	"time"
 	"unicode/utf8"
 
