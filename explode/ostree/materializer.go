@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -135,6 +136,8 @@ type imageState struct {
 	commit  libostree.Checksum
 	reason  string
 	queued  bool
+	// holders counts the streams that show the image.
+	holders int
 	fails   int
 	retryAt time.Time
 }
@@ -222,21 +225,23 @@ func (m *Materializer) Close() error {
 func (m *Materializer) SetStream(namespace, stream string, tags map[string]digest.Digest, images map[digest.Digest]*index.View) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := streamState{namespace: namespace, name: stream, tags: maps(tags)}
-	for d := range images {
-		st.images = append(st.images, d)
-	}
-	m.streams[namespace+"/"+stream] = st
+	key := namespace + "/" + stream
+	old := m.streams[key]
+	st := streamState{namespace: namespace, name: stream, tags: maps.Clone(tags)}
 	for d, v := range images {
+		st.images = append(st.images, d)
 		img, ok := m.images[d]
 		if !ok {
 			img = &imageState{state: index.MaterialPending}
 			m.images[d] = img
 			m.enqueue(d, img)
+			m.status.SetMaterialization(d, img.statusOf())
 		}
 		img.view = v
+		img.holders++
 	}
-	m.dropUnshown()
+	m.streams[key] = st
+	m.release(old.images)
 	m.signal()
 }
 
@@ -244,34 +249,29 @@ func (m *Materializer) SetStream(namespace, stream string, tags map[string]diges
 func (m *Materializer) RemoveStream(namespace, stream string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.streams, namespace+"/"+stream)
-	m.dropUnshown()
+	key := namespace + "/" + stream
+	m.release(m.streams[key].images)
+	delete(m.streams, key)
 	m.signal()
 }
 
-// dropUnshown forgets images that no stream shows any more; the worker
-// deletes their refs once the sources no longer want them.
-func (m *Materializer) dropUnshown() {
-	shown := map[digest.Digest]bool{}
-	for _, st := range m.streams {
-		for _, d := range st.images {
-			shown[d] = true
+// release drops a stream's hold on images, and forgets those no stream
+// shows any more; the worker deletes their refs once the sources no
+// longer want them.
+func (m *Materializer) release(images []digest.Digest) {
+	for _, d := range images {
+		img, ok := m.images[d]
+		if !ok {
+			continue
 		}
-	}
-	for d := range m.images {
-		if !shown[d] {
-			delete(m.images, d)
+		if img.holders--; img.holders > 0 {
+			continue
+		}
+		delete(m.images, d)
+		if img.queued {
 			m.queue = slices.DeleteFunc(m.queue, func(q digest.Digest) bool { return q == d })
 		}
 	}
-}
-
-func maps(tags map[string]digest.Digest) map[string]digest.Digest {
-	out := make(map[string]digest.Digest, len(tags))
-	for k, v := range tags {
-		out[k] = v
-	}
-	return out
 }
 
 func (m *Materializer) enqueue(d digest.Digest, img *imageState) {
@@ -288,7 +288,7 @@ func (m *Materializer) signal() {
 	}
 }
 
-// stateOf returns an image's materialization as the status shows it.
+// statusOf returns an image's materialization as the status shows it.
 func (img *imageState) statusOf() status.Materialization {
 	out := status.Materialization{State: string(img.state), Reason: img.reason}
 	if img.state == index.MaterialDone {
