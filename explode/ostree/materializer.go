@@ -131,11 +131,11 @@ type streamState struct {
 }
 
 type imageState struct {
-	view    *index.View
-	state   index.MaterialState
-	commit  libostree.Checksum
-	reason  string
-	queued  bool
+	view   *index.View
+	state  index.MaterialState
+	commit libostree.Checksum
+	reason string
+	queued bool
 	// holders counts the streams that show the image.
 	holders int
 	fails   int
