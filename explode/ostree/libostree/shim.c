@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <string.h>
 
 // fail moves a GError's message into *err and frees the GError.
@@ -275,3 +276,5 @@ char *ex_commit_metadata(OstreeRepo *repo, const char *checksum, const char *key
   }
   return g_variant_print(value, FALSE);
 }
+
+void ex_trim_memory(void) { malloc_trim(0); }

@@ -48,4 +48,5 @@ int ex_resolve(OstreeRepo *repo, const char *ref, char *out, int *found, char **
 int ex_has_file(OstreeRepo *repo, const char *checksum, int *have, char **err);
 int ex_fsck_file(OstreeRepo *repo, const char *checksum, char **err);
 int ex_prune(OstreeRepo *repo, gint *total, gint *pruned, guint64 *bytes, char **err);
+void ex_trim_memory(void);
 char *ex_commit_metadata(OstreeRepo *repo, const char *checksum, const char *key, char **err);
