@@ -11,8 +11,14 @@
 //   - the daemon's peak RSS
 //   - the daemon's resident set with a 1,000,000-entry image shown: idle,
 //     and after `find` and an lstat of every entry
+//   - the OSTree figures (ostree.go): materialization against `ostree
+//     commit`, a second image sharing the base layers, reads that pass
+//     through to OSTree objects, and cold reads while a materialization runs
 //
-// -only=memory runs just the last one.
+// The speed and memory figures measure the lazy path, so their daemons run
+// with --materialize=false: a background commit would compete with them.
+//
+// -only=memory or -only=ostree runs just that part.
 package main
 
 import (
@@ -59,7 +65,7 @@ func main() {
 	flag.StringVar(&c.dir, "dir", "/var/tmp/explodefs-bench", "work directory (the generated image is kept there between runs)")
 	flag.IntVar(&c.randomReads, "random-reads", 2000, "cold random reads to sample")
 	flag.StringVar(&c.listen, "listen", "127.0.0.1:19797", "daemon HTTP listener")
-	flag.StringVar(&c.only, "only", "", `run one part: "memory" (the million-entry image); empty runs all`)
+	flag.StringVar(&c.only, "only", "", `run one part: "memory" (the million-entry image) or "ostree" (the OSTree figures); empty runs all`)
 	flag.BoolVar(&c.pprof, "pprof", false, "save the daemon's heap profiles of the memory run in the work directory")
 	flag.Parse()
 	log.SetFlags(0)
@@ -82,7 +88,12 @@ type figures struct {
 	sstBytes              int64
 	peakRSS               int64
 	mem                   memFigures
+	ostree                ostreeFigures
 }
+
+// lazyOnly keeps a daemon from materializing images, so that its figures
+// measure the lazy path alone, with no background commit competing.
+const lazyOnly = "--materialize=false"
 
 func run(c config) error {
 	bin, err := filepath.Abs(c.bin)
@@ -98,14 +109,24 @@ func run(c config) error {
 		}
 		reportMemory(mem)
 		return nil
+	case "ostree":
+		o, err := ostreeRun(c, bin)
+		if err != nil {
+			return err
+		}
+		reportOstree(o)
+		return nil
 	default:
-		return fmt.Errorf("-only=%q: want memory or nothing", c.only)
+		return fmt.Errorf("-only=%q: want memory, ostree or nothing", c.only)
 	}
 	var f figures
 	if err := runSpeed(c, bin, &f); err != nil {
 		return err
 	}
 	if f.mem, err = memoryRun(c, bin); err != nil {
+		return err
+	}
+	if f.ostree, err = ostreeRun(c, bin); err != nil {
 		return err
 	}
 	report(f)
@@ -150,7 +171,7 @@ func runSpeed(c config, bin string, f *figures) error {
 	}
 
 	// Phase 1: a fresh daemon with the default span cache sees the layout appear.
-	d, err := startDaemon(bin, c.listen, src, state, mnt)
+	d, err := startDaemon(bin, c.listen, src, state, mnt, lazyOnly)
 	if err != nil {
 		return err
 	}
@@ -189,7 +210,7 @@ func runSpeed(c config, bin string, f *figures) error {
 
 	// Phase 2: a restarted daemon (index kept, span cache of one span) for
 	// cold random reads; readahead is off so each read is one 4 KiB request.
-	d, err = startDaemon(bin, c.listen, src, state, mnt, "--span-cache-mib=1")
+	d, err = startDaemon(bin, c.listen, src, state, mnt, lazyOnly, "--span-cache-mib=1")
 	if err != nil {
 		return err
 	}
@@ -406,10 +427,16 @@ type daemon struct {
 }
 
 func startDaemon(bin, listen, src, state, mnt string, extra ...string) (*daemon, error) {
+	return startDaemonTo(os.Stderr, bin, listen, src, state, mnt, extra...)
+}
+
+// startDaemonTo starts a daemon that writes its log to out; extra flags
+// come last, so they override the defaults (--log-level warn).
+func startDaemonTo(out io.Writer, bin, listen, src, state, mnt string, extra ...string) (*daemon, error) {
 	args := append([]string{"serve", "--source", "oci-dir:" + src, "--mountpoint", mnt,
 		"--state-dir", state, "--listen", listen, "--log-level", "warn"}, extra...)
 	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

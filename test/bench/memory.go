@@ -79,7 +79,7 @@ func memoryRun(c config, bin string) (memFigures, error) {
 	if err := os.MkdirAll(filepath.Join(src, "bench"), 0o755); err != nil {
 		return f, err
 	}
-	var extra []string
+	extra := []string{lazyOnly}
 	if c.pprof {
 		extra = append(extra, "--pprof")
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"text/tabwriter"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -81,7 +82,45 @@ func report(f figures) {
 	row("checkpoint bytes / tar size", fmt.Sprintf("%.2f%% (%.1f MB)", ckpt, float64(f.windowBytes+f.spanBytes)/1e6), "<= 2%", ckpt <= 2)
 	row("daemon peak RSS", fmt.Sprintf("%.0f MiB", float64(f.peakRSS)/(1<<20)), "reported", true)
 	memoryRows(row, f.mem)
+	ostreeRows(row, f.ostree)
 	tw.Flush()
 	fmt.Printf("\nimage: %.0f MB tar in %.0f MB gzip; full read moved %.0f MB\n", float64(f.tarBytes)/1e6, float64(f.gzipBytes)/1e6, float64(f.fullReadBytes)/1e6)
 	fmt.Printf("million-entry image: %d entries in %.1f MB gzip, shown after %.1fs\n", f.mem.entries, float64(f.mem.gzipBytes)/1e6, f.mem.timeToView.Seconds())
+	fmt.Println("speed and memory figures: daemons run with --materialize=false, so they measure the lazy path alone")
+	ostreeNotes(f.ostree)
+}
+
+func ostreeRows(row rowFunc, o ostreeFigures) {
+	r := o.materialize.Seconds() / o.cliCommit.Seconds()
+	same := "same tree"
+	if !o.sameTree {
+		same = "TREES DIFFER"
+	}
+	row("materialize / ostree commit --tree=dir", fmt.Sprintf("%.2f (%.2fs / %.2fs; %s)", r, o.materialize.Seconds(), o.cliCommit.Seconds(), same), "<= 1.0", r <= 1 && o.sameTree)
+	r = o.second.Seconds() / o.materialize.Seconds()
+	share := float64(o.newBytes) / float64(o.firstBytes)
+	row("2nd image (shared base) / 1st, materialize", fmt.Sprintf("%.3f (%.2fs / %.2fs); new layer %.1f%% of 1st's bytes", r, o.second.Seconds(), o.materialize.Seconds(), 100*share),
+		"<= 2 x new share", r <= 2*share)
+	r = o.seqMount / o.seqObject
+	row("cold seq read, mount / OSTree object", fmt.Sprintf("%.2f (%.0f / %.0f MB/s; passthrough %s)", r, o.seqMount/1e6, o.seqObject/1e6, o.passthrough), ">= 0.8", r >= 0.8)
+	r = o.loaded.p99.Seconds() / o.idle.p99.Seconds()
+	row("cold 4 KiB lazy read p99, materializing / idle", fmt.Sprintf("%.2f (%v / %v; overlap %.0f%%)", r, o.loaded.p99.Round(10e3), o.idle.p99.Round(10e3), 100*o.loaded.running), "<= 2", r <= 2)
+}
+
+func ostreeNotes(o ostreeFigures) {
+	fmt.Printf("OSTree: %s repositories; commits best of %d, page cache not dropped for either side (both read warm, sync before each)\n", o.repoMode, commitRounds)
+	fmt.Printf("  2nd image: the bench image's 2 base layers (digests checked) + 1 new layer of %.1f MB; the bench image has %.0f MB of files\n",
+		float64(o.newBytes)/1e6, float64(o.firstBytes)/1e6)
+	fmt.Printf("  seq read: %.0f MB file, page cache dropped before each read, best of %d; daemon CPU per read through the mount %v\n",
+		float64(o.seqBytes)/1e6, seqRounds, o.mountReadCPU.Round(time.Millisecond))
+	fmt.Printf("  lazy reads: window with the lower p99 of %d each; p50 %v idle, %v materializing; during the %.1fs window a materialization ran %.0f%% of the time and wrote %.0f MB\n",
+		loadRounds, o.idle.p50.Round(10e3), o.loaded.p50.Round(10e3), o.loaded.took.Seconds(), 100*o.loaded.running, float64(o.loaded.committed)/1e6)
+}
+
+func reportOstree(o ostreeFigures) {
+	tw, row := newTable()
+	ostreeRows(row, o)
+	tw.Flush()
+	fmt.Println()
+	ostreeNotes(o)
 }

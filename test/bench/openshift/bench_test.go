@@ -106,6 +106,7 @@ func TestOpenShiftBench(t *testing.T) {
 	tw.Flush()
 	fmt.Printf("\ntime-to-view image: the bench image, %.0f MB of gzip in %d layers\n", float64(view.gzipBytes)/1e6, view.layers)
 	fmt.Printf("burst images: %d of %.0f MB of gzip in all, %d layers\n", burstImages, float64(burst.gzipBytes)/1e6, burst.layers)
+	fmt.Println("daemons run with --materialize=false: these figures measure indexing and the lazy read path")
 }
 
 // image is a generated layout pushed to the registry.

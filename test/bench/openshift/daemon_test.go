@@ -32,6 +32,10 @@ type daemon struct {
 // address are added) and env, and waits until /readyz answers: the mount
 // is up and the source's first full scan was delivered. The daemon is
 // stopped at the test's cleanup if the test has not stopped it.
+//
+// The daemon does not materialize images (--materialize=false): these
+// figures measure indexing and the lazy read path, and a background OSTree
+// commit would compete with both. test/bench has the OSTree figures.
 func startDaemon(t testing.TB, bin, dir string, env []string, args ...string) *daemon {
 	t.Helper()
 	port, err := harness.FreePort()
@@ -50,7 +54,7 @@ func startDaemon(t testing.TB, bin, dir string, env []string, args ...string) *d
 	}
 	defer logFile.Close()
 	d.cmd = exec.Command(bin, append([]string{"serve", "--mountpoint", filepath.Join(dir, "mnt"),
-		"--state-dir", filepath.Join(dir, "state"), "--listen", d.listen, "--log-level", "info"}, args...)...)
+		"--state-dir", filepath.Join(dir, "state"), "--listen", d.listen, "--log-level", "info", "--materialize=false"}, args...)...)
 	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile
 	if err := d.cmd.Start(); err != nil {
