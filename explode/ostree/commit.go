@@ -60,6 +60,23 @@ type imageCommit struct {
 	bytesTotal           int64
 	started              time.Time
 	lastReport           time.Time
+	stats                commitStats
+}
+
+// commitStats says where a commit's time went, for the log.
+type commitStats struct {
+	written, reused int64 // regular files hashed and written, or reused
+	bytesWritten    int64
+	// lookup covers finding remembered objects, contents reading and
+	// writing the rest, tree the directories and symlinks, commit the
+	// tree objects and the commit, and sync the transaction's fsync.
+	lookup, contents, tree, commit, sync time.Duration
+}
+
+func (s commitStats) logAttrs() []any {
+	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
+	return []any{"files_written", s.written, "files_reused", s.reused, "bytes_written", s.bytesWritten,
+		"lookup", ms(s.lookup), "contents", ms(s.contents), "tree", ms(s.tree), "commit", ms(s.commit), "sync", ms(s.sync)}
 }
 
 // regularFile is a file whose object the commit needs.
@@ -73,38 +90,53 @@ type regularFile struct {
 
 // commitImage writes the image's objects and commit in one transaction
 // that also sets the image's ref, and returns the commit.
-func (m *Materializer) commitImage(ctx context.Context, d digest.Digest, view *index.View) (libostree.Checksum, error) {
+func (m *Materializer) commitImage(ctx context.Context, d digest.Digest, view *index.View, started time.Time) (libostree.Checksum, *imageCommit, error) {
 	ctx = index.Background(ctx)
-	txn, err := m.repo.Begin()
-	if err != nil {
-		return libostree.Checksum{}, fmt.Errorf("image %s: %w", d, err)
-	}
-	defer txn.Abort()
 	c := &imageCommit{
-		m: m, image: d, view: view, txn: txn,
+		m: m, image: d, view: view,
 		sums:    make([]libostree.Checksum, view.Len()+1),
 		added:   map[digest.Digest][]index.ContentObject{},
 		dirMeta: map[string]libostree.Checksum{},
-		started: time.Now(),
+		started: started,
 	}
+	commit, err := c.write(ctx)
+	if err != nil {
+		return commit, c, fmt.Errorf("image %s: %w", d, err)
+	}
+	return commit, c, nil
+}
+
+// write runs the commit's phases in one transaction.
+func (c *imageCommit) write(ctx context.Context) (libostree.Checksum, error) {
+	m, d := c.m, c.image
+	txn, err := m.repo.Begin()
+	if err != nil {
+		return libostree.Checksum{}, err
+	}
+	defer txn.Abort()
+	c.txn = txn
 	if err := c.writeFiles(ctx); err != nil {
-		return libostree.Checksum{}, fmt.Errorf("image %s: %w", d, err)
+		return libostree.Checksum{}, err
 	}
+	phase := time.Now()
 	root := libostree.NewTree()
 	defer root.Free()
 	if err := c.writeDir(ctx, index.RootIno, "/", root); err != nil {
-		return libostree.Checksum{}, fmt.Errorf("image %s: %w", d, err)
+		return libostree.Checksum{}, err
 	}
+	c.stats.tree, phase = time.Since(phase), time.Now()
 	commit, err := txn.CommitTree(root, "explodefs "+d.String(), c.metadata(), time.Now())
 	if err != nil {
-		return libostree.Checksum{}, fmt.Errorf("image %s: %w", d, err)
+		return libostree.Checksum{}, err
 	}
 	if err := txn.SetRef(ImageRef(d), commit); err != nil {
-		return libostree.Checksum{}, fmt.Errorf("image %s: %w", d, err)
+		return libostree.Checksum{}, err
 	}
+	c.stats.commit, phase = time.Since(phase), time.Now()
 	if _, err := txn.Commit(); err != nil {
-		return libostree.Checksum{}, fmt.Errorf("image %s: %w", d, err)
+		return libostree.Checksum{}, err
 	}
+	c.stats.sync = time.Since(phase)
 	// Only objects that are durable in the repository may be remembered.
 	for layer, objs := range c.added {
 		if err := m.store.PutContentObjects(context.WithoutCancel(ctx), layer, objs); err != nil {
@@ -116,11 +148,24 @@ func (m *Materializer) commitImage(ctx context.Context, d digest.Digest, view *i
 	return commit, nil
 }
 
+// progress is the commit's progress as the status shows it.
+func (c *imageCommit) progress(state index.MaterialState) status.Materialization {
+	return status.Materialization{
+		State:      string(state),
+		FilesDone:  c.filesDone.Load(),
+		FilesTotal: c.filesTotal,
+		BytesDone:  c.bytesDone.Load(),
+		BytesTotal: c.bytesTotal,
+		Started:    c.started,
+	}
+}
+
 // writeFiles writes the object of every regular file the repository does
 // not hold yet, in layer and offset order, so that each layer's stream is
 // read front to back. A file whose entry's object the index remembers,
 // and which the repository still holds, is neither read nor hashed again.
 func (c *imageCommit) writeFiles(ctx context.Context) error {
+	start := time.Now()
 	var files []regularFile
 	for ino := index.RootIno; int(ino) <= c.view.Len(); ino++ {
 		in, ok := c.view.Stat(ino)
@@ -159,12 +204,17 @@ func (c *imageCommit) writeFiles(ctx context.Context) error {
 				c.sums[f.ino] = sum
 				c.filesDone.Add(1)
 				c.bytesDone.Add(f.size)
+				c.stats.reused++
 				continue
 			}
 		}
 		todo = append(todo, f)
 	}
-	return c.writeContents(ctx, todo)
+	c.stats.lookup = time.Since(start)
+	start = time.Now()
+	err := c.writeContents(ctx, todo)
+	c.stats.contents = time.Since(start)
+	return err
 }
 
 type objectKey struct {
@@ -239,6 +289,8 @@ func (c *imageCommit) writeContents(ctx context.Context, files []regularFile) er
 		c.sums[f.ino] = sum
 		layer := layers[f.layer]
 		c.added[layer] = append(c.added[layer], index.ContentObject{Offset: f.off, Meta: f.meta, ID: index.ObjectID(sum)})
+		c.stats.written++
+		c.stats.bytesWritten += f.size
 		c.filesDone.Add(1)
 		c.bytesDone.Add(f.size)
 		c.report(false)
@@ -278,14 +330,7 @@ func (c *imageCommit) report(final bool) {
 		return
 	}
 	c.lastReport = now
-	c.m.status.SetMaterialization(c.image, status.Materialization{
-		State:      string(index.MaterialRunning),
-		FilesDone:  c.filesDone.Load(),
-		FilesTotal: c.filesTotal,
-		BytesDone:  c.bytesDone.Load(),
-		BytesTotal: c.bytesTotal,
-		Started:    c.started,
-	})
+	c.m.status.SetMaterialization(c.image, c.progress(index.MaterialRunning))
 }
 
 // writeDir adds directory ino, at path p, and everything below it to tree.

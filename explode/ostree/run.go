@@ -90,23 +90,24 @@ func (m *Materializer) next() (digest.Digest, *index.View, time.Duration) {
 
 // runImage materializes one image and records the outcome.
 func (m *Materializer) runImage(ctx context.Context, d digest.Digest, view *index.View) {
+	started := time.Now()
 	if commit, ok := m.alreadyCommitted(ctx, d); ok {
-		m.finish(ctx, d, commit, nil)
+		m.finish(ctx, d, commit, status.Materialization{Started: started}, nil)
 		return
 	}
-	started := time.Now()
 	m.record(ctx, d, index.Materialization{State: index.MaterialRunning})
 	m.status.SetMaterialization(d, status.Materialization{State: string(index.MaterialRunning), Started: started})
-	commit, err := m.commitImage(ctx, d, view)
+	commit, c, err := m.commitImage(ctx, d, view, started)
 	if ctx.Err() != nil && err != nil {
 		// Shutting down: the record stays running, and the next run
 		// redoes the image.
 		return
 	}
 	if err == nil {
-		m.log.Info("image materialized", "image", d, "commit", commit, "took", time.Since(started).Round(time.Millisecond))
+		attrs := append([]any{"image", d, "commit", commit, "took", time.Since(started).Round(time.Millisecond)}, c.stats.logAttrs()...)
+		m.log.Info("image materialized", attrs...)
 	}
-	m.finish(ctx, d, commit, err)
+	m.finish(ctx, d, commit, c.progress(""), err)
 }
 
 // alreadyCommitted reports an image whose recorded commit its ref still
@@ -124,7 +125,9 @@ func (m *Materializer) alreadyCommitted(ctx context.Context, d digest.Digest) (l
 	return commit, err == nil && ok && got == commit
 }
 
-func (m *Materializer) finish(ctx context.Context, d digest.Digest, commit libostree.Checksum, err error) {
+// finish records the outcome; progress carries the counts and start time
+// for the status.
+func (m *Materializer) finish(ctx context.Context, d digest.Digest, commit libostree.Checksum, progress status.Materialization, err error) {
 	rec := index.Materialization{State: index.MaterialDone, Commit: commit.String()}
 	if err != nil {
 		rec = index.Materialization{State: index.MaterialFailed, Reason: err.Error()}
@@ -146,7 +149,8 @@ func (m *Materializer) finish(ctx context.Context, d digest.Digest, commit libos
 		m.enqueue(d, img)
 	}
 	st := img.statusOf()
-	st.Finished = time.Now()
+	st.FilesDone, st.FilesTotal, st.BytesDone, st.BytesTotal = progress.FilesDone, progress.FilesTotal, progress.BytesDone, progress.BytesTotal
+	st.Started, st.Finished = progress.Started, time.Now()
 	m.status.SetMaterialization(d, st)
 }
 
