@@ -1,12 +1,10 @@
 package ostree
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -233,95 +231,6 @@ func (c *imageCommit) knownObjects(ctx context.Context, layer digest.Digest) (ma
 	}
 	return known, nil
 }
-
-// fileContent is a file read ahead of its write.
-type fileContent struct {
-	f    regularFile
-	data []byte // whole content of a small file; nil for a large one
-	err  error
-}
-
-// readAhead bounds the bytes of small files read ahead of the writer.
-const (
-	readAheadFiles = 64
-	smallFile      = 256 << 10
-)
-
-// writeContents reads files on one goroutine and writes them on the
-// repository's thread, so that inflating and hashing overlap.
-func (c *imageCommit) writeContents(ctx context.Context, files []regularFile) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	contents := make(chan fileContent, readAheadFiles)
-	go func() {
-		defer close(contents)
-		for _, f := range files {
-			fc := fileContent{f: f}
-			if _, err := c.m.reader.YieldToForeground(ctx, c.m.opts.YieldQuiet, c.m.opts.YieldMax); err != nil {
-				return
-			}
-			if f.size <= smallFile {
-				fc.data = make([]byte, f.size)
-				_, fc.err = io.ReadFull(c.fileReader(ctx, f), fc.data)
-			}
-			select {
-			case contents <- fc:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	layers := c.view.Layers()
-	for fc := range contents {
-		f := fc.f
-		if fc.err != nil {
-			return c.fileError(f, fc.err)
-		}
-		var src io.Reader = c.fileReader(ctx, f)
-		if fc.data != nil {
-			src = bytes.NewReader(fc.data)
-		}
-		in, _ := c.view.Stat(f.ino)
-		sum, err := c.txn.WriteFile(fileMeta(&in, syscall.S_IFREG), f.size, src)
-		if err != nil {
-			return c.fileError(f, err)
-		}
-		c.sums[f.ino] = sum
-		layer := layers[f.layer]
-		c.added[layer] = append(c.added[layer], index.ContentObject{Offset: f.off, Meta: f.meta, ID: index.ObjectID(sum)})
-		c.stats.written++
-		c.stats.bytesWritten += f.size
-		c.filesDone.Add(1)
-		c.bytesDone.Add(f.size)
-		c.report(false)
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if done := c.filesDone.Load(); done != c.filesTotal {
-		return fmt.Errorf("wrote %d of %d files", done, c.filesTotal)
-	}
-	return nil
-}
-
-func (c *imageCommit) fileError(f regularFile, err error) error {
-	p, _ := c.view.Path(f.ino)
-	return fmt.Errorf("file %s (layer %s, offset %d): %w", p, c.view.Layers()[f.layer], f.off, err)
-}
-
-// fileReader reads a file's bytes through the lazy reader, holes of
-// sparse files included.
-func (c *imageCommit) fileReader(ctx context.Context, f regularFile) io.Reader {
-	in, _ := c.view.Stat(f.ino)
-	layer := c.view.Layers()[f.layer]
-	return io.NewSectionReader(readerAtFunc(func(p []byte, off int64) (int, error) {
-		return index.ReadFile(ctx, c.m.reader, layer, &in, p, off)
-	}), 0, f.size)
-}
-
-type readerAtFunc func(p []byte, off int64) (int, error)
-
-func (f readerAtFunc) ReadAt(p []byte, off int64) (int, error) { return f(p, off) }
 
 // report publishes progress at most every quarter second.
 func (c *imageCommit) report(final bool) {

@@ -235,14 +235,6 @@ int ex_resolve(OstreeRepo *repo, const char *ref, char *out, int *found, char **
   return 1;
 }
 
-int ex_has_file(OstreeRepo *repo, const char *checksum, int *have, char **err) {
-  GError *error = NULL;
-  gboolean h = FALSE;
-  if (!ostree_repo_has_object(repo, OSTREE_OBJECT_TYPE_FILE, checksum, &h, NULL, &error)) return fail(error, err);
-  *have = h;
-  return 1;
-}
-
 int ex_fsck_file(OstreeRepo *repo, const char *checksum, char **err) {
   GError *error = NULL;
   if (!ostree_repo_fsck_object(repo, OSTREE_OBJECT_TYPE_FILE, checksum, NULL, &error)) return fail(error, err);

@@ -45,7 +45,6 @@ int ex_write_commit(OstreeRepo *repo, OstreeMutableTree *root, const char *subje
 int ex_set_ref(OstreeRepo *repo, const char *ref, const char *checksum, char **err);
 char *ex_list_refs(OstreeRepo *repo, const char *prefix, char **err);
 int ex_resolve(OstreeRepo *repo, const char *ref, char *out, int *found, char **err);
-int ex_has_file(OstreeRepo *repo, const char *checksum, int *have, char **err);
 int ex_fsck_file(OstreeRepo *repo, const char *checksum, char **err);
 int ex_prune(OstreeRepo *repo, gint *total, gint *pruned, guint64 *bytes, char **err);
 void ex_trim_memory(void);

@@ -1,0 +1,183 @@
+package ostree
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"syscall"
+
+	"github.com/explodefs/explodefs/index"
+)
+
+// Read-ahead bounds: up to readAheadFiles small files (each at most
+// smallFile bytes) and chunkBuffers chunks of a large one are read ahead
+// of the writer, so that inflating (on the reader goroutine) and hashing
+// and writing (on the repository's thread) overlap, in at most
+// 16 MiB + 6 MiB of memory.
+const (
+	readAheadFiles = 64
+	smallFile      = 256 << 10
+	chunkSize      = 1 << 20
+	chunkBuffers   = 6
+)
+
+// fileContent is a file read ahead of its write: a small file whole, a
+// large one as a stream of chunks.
+type fileContent struct {
+	f      regularFile
+	data   []byte
+	chunks chan chunk
+	err    error
+}
+
+type chunk struct {
+	data []byte
+	err  error
+}
+
+// writeContents reads files on one goroutine and writes them on the
+// repository's thread, in the order given.
+func (c *imageCommit) writeContents(ctx context.Context, files []regularFile) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	contents := make(chan fileContent, readAheadFiles)
+	free := make(chan []byte, chunkBuffers)
+	for range chunkBuffers {
+		free <- make([]byte, chunkSize)
+	}
+	go c.readAhead(ctx, files, contents, free)
+	layers := c.view.Layers()
+	for fc := range contents {
+		f := fc.f
+		if fc.err != nil {
+			return c.fileError(f, fc.err)
+		}
+		var src io.Reader = bytes.NewReader(fc.data)
+		if fc.chunks != nil {
+			src = &chunkReader{chunks: fc.chunks, free: free}
+		}
+		in, _ := c.view.Stat(f.ino)
+		sum, err := c.txn.WriteFile(fileMeta(&in, syscall.S_IFREG), f.size, src)
+		if err != nil {
+			return c.fileError(f, err)
+		}
+		c.sums[f.ino] = sum
+		layer := layers[f.layer]
+		c.added[layer] = append(c.added[layer], index.ContentObject{Offset: f.off, Meta: f.meta, ID: index.ObjectID(sum)})
+		c.stats.written++
+		c.stats.bytesWritten += f.size
+		c.filesDone.Add(1)
+		c.bytesDone.Add(f.size)
+		c.report(false)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if done := c.filesDone.Load(); done != c.filesTotal {
+		return fmt.Errorf("wrote %d of %d files", done, c.filesTotal)
+	}
+	return nil
+}
+
+// readAhead reads files in order for writeContents, giving way to
+// foreground reads before each file and each chunk.
+func (c *imageCommit) readAhead(ctx context.Context, files []regularFile, contents chan<- fileContent, free chan []byte) {
+	defer close(contents)
+	yield := func() bool {
+		_, err := c.m.reader.YieldToForeground(ctx, c.m.opts.YieldQuiet, c.m.opts.YieldMax)
+		return err == nil
+	}
+	for _, f := range files {
+		if !yield() {
+			return
+		}
+		fc := fileContent{f: f}
+		if f.size <= smallFile {
+			fc.data = make([]byte, f.size)
+			_, fc.err = io.ReadFull(c.fileReader(ctx, f), fc.data)
+		} else {
+			fc.chunks = make(chan chunk, chunkBuffers)
+		}
+		select {
+		case contents <- fc:
+		case <-ctx.Done():
+			return
+		}
+		if fc.chunks == nil {
+			continue
+		}
+		r := c.fileReader(ctx, f)
+		for left := f.size; left > 0; {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-ctx.Done():
+				return
+			}
+			if !yield() {
+				return
+			}
+			n, err := io.ReadFull(r, buf[:min(left, int64(len(buf)))])
+			left -= int64(n)
+			select {
+			case fc.chunks <- chunk{data: buf[:n], err: err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				break
+			}
+		}
+		close(fc.chunks)
+	}
+}
+
+// chunkReader reads a large file's chunks as they arrive and hands each
+// buffer back once it is consumed.
+type chunkReader struct {
+	chunks <-chan chunk
+	free   chan<- []byte
+	cur    []byte
+	buf    []byte
+	err    error
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		if r.buf != nil {
+			r.free <- r.buf[:cap(r.buf)]
+			r.buf = nil
+		}
+		ch, ok := <-r.chunks
+		if !ok {
+			return 0, io.EOF
+		}
+		r.buf, r.cur, r.err = ch.data, ch.data, ch.err
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+func (c *imageCommit) fileError(f regularFile, err error) error {
+	p, _ := c.view.Path(f.ino)
+	return fmt.Errorf("file %s (layer %s, offset %d): %w", p, c.view.Layers()[f.layer], f.off, err)
+}
+
+// fileReader reads a file's bytes through the lazy reader, holes of
+// sparse files included.
+func (c *imageCommit) fileReader(ctx context.Context, f regularFile) io.Reader {
+	in, _ := c.view.Stat(f.ino)
+	layer := c.view.Layers()[f.layer]
+	return io.NewSectionReader(readerAtFunc(func(p []byte, off int64) (int, error) {
+		return index.ReadFile(ctx, c.m.reader, layer, &in, p, off)
+	}), 0, f.size)
+}
+
+type readerAtFunc func(p []byte, off int64) (int, error)
+
+func (f readerAtFunc) ReadAt(p []byte, off int64) (int, error) { return f(p, off) }
