@@ -54,11 +54,18 @@ func (c *imageCommit) writeContents(ctx context.Context, files []regularFile) er
 			return c.fileError(f, fc.err)
 		}
 		var src io.Reader = bytes.NewReader(fc.data)
+		var chunks *chunkReader
 		if fc.chunks != nil {
-			src = &chunkReader{chunks: fc.chunks, free: free}
+			chunks = &chunkReader{ctx: ctx, chunks: fc.chunks, free: free}
+			src = chunks
 		}
 		in, _ := c.view.Stat(f.ino)
 		sum, err := c.txn.WriteFile(fileMeta(&in, syscall.S_IFREG), f.size, src)
+		if chunks != nil && err == nil {
+			// The writer reads exactly the file's size, never to EOF:
+			// hand back the last buffer for the next large file.
+			chunks.release()
+		}
 		if err != nil {
 			return c.fileError(f, err)
 		}
@@ -136,6 +143,8 @@ func (c *imageCommit) readAhead(ctx context.Context, files []regularFile, conten
 // chunkReader reads a large file's chunks as they arrive and hands each
 // buffer back once it is consumed.
 type chunkReader struct {
+	// ctx ends the wait for a chunk the reader goroutine gave up on.
+	ctx    context.Context
 	chunks <-chan chunk
 	free   chan<- []byte
 	cur    []byte
@@ -152,7 +161,13 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 			r.free <- r.buf[:cap(r.buf)]
 			r.buf = nil
 		}
-		ch, ok := <-r.chunks
+		var ch chunk
+		var ok bool
+		select {
+		case ch, ok = <-r.chunks:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
 		if !ok {
 			return 0, io.EOF
 		}
@@ -161,6 +176,25 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	n := copy(p, r.cur)
 	r.cur = r.cur[n:]
 	return n, nil
+}
+
+// release returns the buffers the reader holds or has yet to read.
+func (r *chunkReader) release() {
+	if r.buf != nil {
+		r.free <- r.buf[:cap(r.buf)]
+		r.buf, r.cur = nil, nil
+	}
+	for {
+		select {
+		case ch, ok := <-r.chunks:
+			if !ok {
+				return
+			}
+			r.free <- ch.data[:cap(ch.data)]
+		case <-r.ctx.Done():
+			return
+		}
+	}
 }
 
 func (c *imageCommit) fileError(f regularFile, err error) error {

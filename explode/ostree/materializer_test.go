@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -387,4 +388,24 @@ func TestMaterializeSkipsNamesOSTreeCannotHold(t *testing.T) {
 		t.Errorf("skipped = %q, want %q", got, want)
 	}
 	f.ostree("fsck")
+}
+
+// Many large files in one image go through the chunked read-ahead, whose
+// buffers must come back after each file.
+func TestMaterializeManyLargeFiles(t *testing.T) {
+	f := newFixture(t)
+	var files []layerFile
+	for i := range 3 * chunkBuffers {
+		body := strings.Repeat(fmt.Sprintf("large file %d\n", i), (smallFile+chunkSize)/14)
+		files = append(files, layerFile{name: fmt.Sprintf("large-%02d", i), typ: tar.TypeReg, mode: 0o644, body: body})
+	}
+	d, view := f.image("large", f.layer(files))
+	f.wants.images[d] = true
+	f.m.SetStream("ns", "large", map[string]digest.Digest{"latest": d}, map[digest.Digest]*index.View{d: view})
+	f.waitDone(d)
+	for _, lf := range files[:3] {
+		if got := f.ostree("cat", ImageRef(d), "/"+lf.name); got != lf.body {
+			t.Errorf("%s: %d bytes, want %d", lf.name, len(got), len(lf.body))
+		}
+	}
 }
