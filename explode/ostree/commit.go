@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -44,6 +45,8 @@ type imageCommit struct {
 	image digest.Digest
 	view  *index.View
 	txn   *libostree.Txn
+	// mu guards sums, added and stats while writers run.
+	mu sync.Mutex
 	// sums holds the object of each regular file, by inode.
 	sums []libostree.Checksum
 	// added collects, per layer, the objects written for its entries, to
@@ -57,7 +60,7 @@ type imageCommit struct {
 	filesTotal           int64
 	bytesTotal           int64
 	started              time.Time
-	lastReport           time.Time
+	lastReport           atomic.Int64 // UnixNano
 	stats                commitStats
 }
 
@@ -234,11 +237,12 @@ func (c *imageCommit) knownObjects(ctx context.Context, layer digest.Digest) (ma
 
 // report publishes progress at most every quarter second.
 func (c *imageCommit) report(final bool) {
-	now := time.Now()
-	if !final && now.Sub(c.lastReport) < 250*time.Millisecond {
+	now := time.Now().UnixNano()
+	last := c.lastReport.Load()
+	if !final && (now-last < int64(250*time.Millisecond) || !c.lastReport.CompareAndSwap(last, now)) {
 		return
 	}
-	c.lastReport = now
+	c.lastReport.Store(now)
 	c.m.status.SetMaterialization(c.image, c.progress(index.MaterialRunning))
 }
 

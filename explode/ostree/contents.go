@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 	"syscall"
 
 	"github.com/explodefs/explodefs/index"
@@ -36,54 +37,70 @@ type chunk struct {
 	err  error
 }
 
-// writeContents reads files on one goroutine and writes them on the
-// repository's thread, in the order given.
+// writeContents reads files on one goroutine and writes them on
+// Options.Writers of the repository's writer threads.
 func (c *imageCommit) writeContents(ctx context.Context, files []regularFile) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	contents := make(chan fileContent, readAheadFiles)
 	free := make(chan []byte, chunkBuffers)
 	for range chunkBuffers {
 		free <- make([]byte, chunkSize)
 	}
 	go c.readAhead(ctx, files, contents, free)
-	layers := c.view.Layers()
-	for fc := range contents {
-		f := fc.f
-		if fc.err != nil {
-			return c.fileError(f, fc.err)
-		}
-		var src io.Reader = bytes.NewReader(fc.data)
-		var chunks *chunkReader
-		if fc.chunks != nil {
-			chunks = &chunkReader{ctx: ctx, chunks: fc.chunks, free: free}
-			src = chunks
-		}
-		in, _ := c.view.Stat(f.ino)
-		sum, err := c.txn.WriteFile(fileMeta(&in, syscall.S_IFREG), f.size, src)
-		if chunks != nil && err == nil {
-			// The writer reads exactly the file's size, never to EOF:
-			// hand back the last buffer for the next large file.
-			chunks.release()
-		}
-		if err != nil {
-			return c.fileError(f, err)
-		}
-		c.sums[f.ino] = sum
-		layer := layers[f.layer]
-		c.added[layer] = append(c.added[layer], index.ContentObject{Offset: f.off, Meta: f.meta, ID: index.ObjectID(sum)})
-		c.stats.written++
-		c.stats.bytesWritten += f.size
-		c.filesDone.Add(1)
-		c.bytesDone.Add(f.size)
-		c.report(false)
+	var wg sync.WaitGroup
+	for range c.m.opts.Writers {
+		wg.Go(func() {
+			for fc := range contents {
+				if err := c.writeContent(ctx, fc, free); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		})
 	}
-	if err := ctx.Err(); err != nil {
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
 		return err
 	}
 	if done := c.filesDone.Load(); done != c.filesTotal {
 		return fmt.Errorf("wrote %d of %d files", done, c.filesTotal)
 	}
+	return nil
+}
+
+// writeContent writes one file read ahead.
+func (c *imageCommit) writeContent(ctx context.Context, fc fileContent, free chan []byte) error {
+	f := fc.f
+	if fc.err != nil {
+		return c.fileError(f, fc.err)
+	}
+	var src io.Reader = bytes.NewReader(fc.data)
+	var chunks *chunkReader
+	if fc.chunks != nil {
+		chunks = &chunkReader{ctx: ctx, chunks: fc.chunks, free: free}
+		src = chunks
+	}
+	in, _ := c.view.Stat(f.ino)
+	sum, err := c.txn.WriteFile(fileMeta(&in, syscall.S_IFREG), f.size, src)
+	if err != nil {
+		return c.fileError(f, err)
+	}
+	if chunks != nil {
+		// The writer reads exactly the file's size, never to EOF: hand
+		// back the last buffer for the next large file.
+		chunks.release()
+	}
+	layer := c.view.Layers()[f.layer]
+	c.mu.Lock()
+	c.sums[f.ino] = sum
+	c.added[layer] = append(c.added[layer], index.ContentObject{Offset: f.off, Meta: f.meta, ID: index.ObjectID(sum)})
+	c.stats.written++
+	c.stats.bytesWritten += f.size
+	c.mu.Unlock()
+	c.filesDone.Add(1)
+	c.bytesDone.Add(f.size)
+	c.report(false)
 	return nil
 }
 

@@ -84,6 +84,9 @@ type Options struct {
 	// YieldQuiet and YieldMax tune how background work gives way to
 	// foreground reads (see index.Reader.YieldToForeground).
 	YieldQuiet, YieldMax time.Duration
+	// Writers is how many files are hashed and written at once;
+	// DefaultWriters when zero.
+	Writers int
 	// Nice is the scheduling niceness of the threads that hash and write
 	// objects, so that the kernel prefers FUSE readers. 10 when zero.
 	Nice   int
@@ -99,6 +102,10 @@ const (
 	defaultYieldMax      = time.Second
 	defaultNice          = 10
 )
+
+// DefaultWriters is two: one image's files are hashed and written on two
+// threads while a third reads them ahead, which keeps two cores busy.
+const DefaultWriters = 2
 
 // Materializer writes published images into an OSTree repository.
 type Materializer struct {
@@ -166,6 +173,9 @@ func New(store index.Store, reader ContentReader, reg *status.Registry, opts Opt
 	if opts.Nice == 0 {
 		opts.Nice = defaultNice
 	}
+	if opts.Writers <= 0 {
+		opts.Writers = DefaultWriters
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -176,16 +186,13 @@ func New(store index.Store, reader ContentReader, reg *status.Registry, opts Opt
 	if err := os.MkdirAll(filepath.Dir(opts.RepoPath), 0o755); err != nil {
 		return nil, fmt.Errorf("materializer: %w", err)
 	}
-	repo, err := libostree.Create(opts.RepoPath, mode)
+	repo, err := libostree.Create(opts.RepoPath, mode, libostree.Writers(opts.Writers), libostree.Nice(opts.Nice))
 	if err != nil {
 		return nil, fmt.Errorf("materializer: %w", err)
 	}
 	if repo.Mode() == libostree.Bare && os.Geteuid() != 0 {
 		repo.Close()
 		return nil, fmt.Errorf("materializer: ostree repo %s is in bare mode, which only root can write", opts.RepoPath)
-	}
-	if err := repo.SetNice(opts.Nice); err != nil {
-		opts.Logger.Warn("cannot lower the priority of OSTree writes", "err", err)
 	}
 	verifier, err := libostree.Open(opts.RepoPath)
 	if err != nil {

@@ -7,13 +7,18 @@
 // prune, fsck of one object, and a repo that is closed (ostree-go never
 // releases its repos and leaks their descriptors).
 //
-// Thread safety: every call on a Repo runs on one OS thread that the Repo
-// owns, one call at a time. libostree's repository lock and transaction
-// state belong to the OstreeRepo object and are not safe to touch from two
-// threads at once, and a transaction must begin and end on the thread
-// that holds the repo's lock. Serializing here makes every method safe to
-// call from any goroutine. Callers that must not wait behind a long
-// materialization (the FUSE open path) open a second Repo.
+// Thread safety: every call on a Repo runs on an OS thread that the Repo
+// owns. libostree's repository lock and transaction state belong to the
+// OstreeRepo object and are not safe to touch from two threads at once,
+// and a transaction must begin and end on the thread that holds the
+// repo's lock, so every call but the writing of file and symlink objects
+// runs on one main thread, one at a time. Object writes run on up to
+// Writers threads at once: libostree writes content concurrently within a
+// transaction itself (ostree_repo_write_content_async runs each write on
+// a worker thread; pull keeps many in flight), counting its statistics
+// under its own lock. This makes every method safe to call from any
+// goroutine. Callers that must not wait behind a long materialization
+// (the FUSE open path) open a second Repo.
 package libostree
 
 /*
@@ -79,10 +84,13 @@ type Repo struct {
 	path string
 	mode Mode
 	ptr  *C.OstreeRepo
-	// calls carries every libostree call to the Repo's own OS thread.
-	calls chan func()
-	done  chan struct{}
-	once  sync.Once
+	// calls carries libostree calls to the Repo's main OS thread, and
+	// writes object writes to its writer threads.
+	calls  chan func()
+	writes chan func()
+	done   chan struct{}
+	once   sync.Once
+	opts   options
 	// inTxn is touched only on the Repo's thread.
 	inTxn bool
 }
@@ -90,15 +98,38 @@ type Repo struct {
 // ErrClosed is returned by calls on a closed Repo.
 var ErrClosed = errors.New("ostree repo is closed")
 
+// Option tunes a Repo.
+type Option func(*options)
+
+type options struct {
+	writers int
+	nice    int
+}
+
+// Writers lets up to n file and symlink objects be written at once, each
+// on a thread of its own (default 1).
+func Writers(n int) Option { return func(o *options) { o.writers = max(1, n) } }
+
+// Nice sets the scheduling niceness of the Repo's threads, where libostree
+// hashes and writes, so that background commits give way to work users
+// wait for.
+func Nice(n int) Option { return func(o *options) { o.nice = n } }
+
 // Create opens the repository at path, creating it in mode if it does not
 // exist. An existing repository keeps its own mode, which Mode reports.
-func Create(path string, mode Mode) (*Repo, error) { return open(path, true, mode) }
+func Create(path string, mode Mode, opts ...Option) (*Repo, error) {
+	return open(path, true, mode, opts)
+}
 
 // Open opens an existing repository.
-func Open(path string) (*Repo, error) { return open(path, false, Bare) }
+func Open(path string, opts ...Option) (*Repo, error) { return open(path, false, Bare, opts) }
 
-func open(path string, create bool, mode Mode) (*Repo, error) {
-	r := &Repo{path: path, calls: make(chan func()), done: make(chan struct{})}
+func open(path string, create bool, mode Mode, opts []Option) (*Repo, error) {
+	r := &Repo{path: path, calls: make(chan func()), writes: make(chan func()), done: make(chan struct{}),
+		opts: options{writers: 1}}
+	for _, o := range opts {
+		o(&r.opts)
+	}
 	ready := make(chan error, 1)
 	go r.serve(func() error {
 		cpath := C.CString(path)
@@ -130,20 +161,33 @@ func open(path string, create bool, mode Mode) (*Repo, error) {
 	return r, nil
 }
 
-// serve runs the Repo's calls on one locked OS thread until Close.
+// serve runs the Repo's calls on one locked OS thread until Close, and
+// starts the writer threads.
 func (r *Repo) serve(init func() error, ready chan<- error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	err := init()
+	if err == nil {
+		err = setThreadNice(r.opts.nice)
+	}
 	ready <- err
 	if err != nil {
+		if r.ptr != nil {
+			C.ex_repo_close(r.ptr)
+		}
 		return
+	}
+	var writers sync.WaitGroup
+	for range r.opts.writers {
+		writers.Go(r.serveWrites)
 	}
 	for {
 		select {
 		case f := <-r.calls:
 			f()
 		case <-r.done:
+			// Writers finish their call before the repo goes.
+			writers.Wait()
 			if r.inTxn {
 				var cerr *C.char
 				if C.ex_txn_abort(r.ptr, &cerr) == 0 {
@@ -152,17 +196,48 @@ func (r *Repo) serve(init func() error, ready chan<- error) {
 			}
 			C.ex_repo_close(r.ptr)
 			r.ptr = nil
-			close(r.calls)
 			return
 		}
 	}
 }
 
-// call runs f on the Repo's thread and waits for it.
-func (r *Repo) call(f func() error) (err error) {
+// serveWrites runs object writes on a locked OS thread until Close.
+func (r *Repo) serveWrites() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	_ = setThreadNice(r.opts.nice) // the main thread reported a failure already
+	for {
+		select {
+		case f := <-r.writes:
+			f()
+		case <-r.done:
+			return
+		}
+	}
+}
+
+// setThreadNice sets the calling thread's niceness. On Linux, PRIO_PROCESS
+// with who 0 names the calling thread.
+func setThreadNice(nice int) error {
+	if nice == 0 {
+		return nil
+	}
+	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, nice); err != nil {
+		return fmt.Errorf("setting niceness %d of an ostree thread: %w", nice, err)
+	}
+	return nil
+}
+
+// call runs f on the Repo's main thread and waits for it.
+func (r *Repo) call(f func() error) error { return r.run(r.calls, f) }
+
+// write runs f on one of the Repo's writer threads and waits for it.
+func (r *Repo) write(f func() error) error { return r.run(r.writes, f) }
+
+func (r *Repo) run(ch chan func(), f func() error) (err error) {
 	finished := make(chan struct{})
 	select {
-	case r.calls <- func() { defer close(finished); err = f() }:
+	case ch <- func() { defer close(finished); err = f() }:
 	case <-r.done:
 		return ErrClosed
 	}
@@ -405,17 +480,4 @@ func readMode(path string) (Mode, error) {
 		}
 	}
 	return 0, fmt.Errorf("ostree repo %s: config names no mode", path)
-}
-
-// SetNice sets the scheduling niceness of the thread that runs the Repo's
-// calls, where libostree hashes and writes, so that a background commit
-// gives way to work users wait for.
-func (r *Repo) SetNice(nice int) error {
-	return r.call(func() error {
-		// On Linux, PRIO_PROCESS with who 0 names the calling thread.
-		if err := unix.Setpriority(unix.PRIO_PROCESS, 0, nice); err != nil {
-			return fmt.Errorf("setting niceness %d of the ostree thread: %w", nice, err)
-		}
-		return nil
-	})
 }

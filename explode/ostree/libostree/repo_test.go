@@ -2,10 +2,13 @@ package libostree
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -398,4 +401,85 @@ func TestOpenRefusesArchiveRepo(t *testing.T) {
 	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), "archive") {
 		t.Fatalf("Open of an archive repo: %v", err)
 	}
+}
+
+// TestConcurrentWrites writes the same files from several goroutines at
+// once through writer threads and one at a time: the checksums agree, and
+// the commit of the concurrent writes is complete.
+func TestConcurrentWrites(t *testing.T) {
+	needOstreeCLI(t)
+	dir := t.TempDir()
+	mode := Bare
+	if os.Geteuid() != 0 {
+		mode = BareUser
+	}
+	r, err := Create(filepath.Join(dir, "repo"), mode, Writers(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var files [][]byte
+	for i := range 60 {
+		size := 100 + i*997
+		if i%10 == 0 {
+			size = inlineMax + chunkSize + i // streamed
+		}
+		files = append(files, bytes.Repeat([]byte{byte(i)}, size))
+	}
+	meta := FileMeta{Mode: syscall.S_IFREG | 0o644, Xattrs: []Xattr{{Name: "user.x", Value: []byte("y")}}}
+	txn, err := r.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Abort()
+	serial := make([]Checksum, len(files))
+	for i, f := range files {
+		if serial[i], err = txn.WriteFile(meta, int64(len(f)), bytes.NewReader(f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	concurrent := make([]Checksum, len(files))
+	errs := make(chan error, len(files))
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w; i < len(files); i += 4 {
+				sum, err := txn.WriteFile(meta, int64(len(files[i])), bytes.NewReader(files[i]))
+				concurrent[i] = sum
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(serial, concurrent) {
+		t.Fatal("concurrent writes gave other checksums")
+	}
+	root := NewTree()
+	defer root.Free()
+	dm, _ := txn.WriteDirMeta(FileMeta{Mode: syscall.S_IFDIR | 0o755})
+	root.SetMeta(dm)
+	for i, sum := range concurrent {
+		root.SetFile(fmt.Sprintf("f%02d", i), sum)
+	}
+	commit, err := txn.CommitTree(root, "concurrent", nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn.SetRef("concurrent", commit)
+	if _, err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range files {
+		got, err := os.ReadFile(r.ObjectPath(concurrent[i]))
+		if err != nil || !bytes.Equal(got, files[i]) {
+			t.Fatalf("object of file %d: %d bytes, %v", i, len(got), err)
+		}
+	}
+	ostreeCLI(t, r.Path(), "fsck")
 }

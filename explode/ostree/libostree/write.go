@@ -136,7 +136,9 @@ const inlineMax = 256 << 10
 const chunkSize = 1 << 20
 
 // WriteFile writes a regular file of size bytes read from src and returns
-// its object checksum. src must yield exactly size bytes.
+// its object checksum. src must yield exactly size bytes. Up to the Repo's
+// Writers files are written at once; a large file's src is read on the
+// writer thread.
 func (t *Txn) WriteFile(meta FileMeta, size int64, src io.Reader) (Checksum, error) {
 	if t.done {
 		return Checksum{}, ErrTxnDone
@@ -156,7 +158,7 @@ func (t *Txn) writeInline(meta FileMeta, size int64, src io.Reader) (Checksum, e
 		return Checksum{}, fmt.Errorf("reading %d bytes of file content: %w", size, err)
 	}
 	var out [65]byte
-	err := t.repo.call(func() error {
+	err := t.repo.write(func() error {
 		xattrs := newXattrs(meta.Xattrs)
 		defer C.ex_variant_unref(xattrs)
 		var p *C.guint8
@@ -176,58 +178,39 @@ func (t *Txn) writeInline(meta FileMeta, size int64, src io.Reader) (Checksum, e
 	return checksumOut(&out)
 }
 
-func (t *Txn) writeStream(meta FileMeta, size int64, src io.Reader) (sum Checksum, err error) {
-	var w *C.OstreeContentWriter
-	err = t.repo.call(func() error {
+// writeStream writes a large file in one call on a writer thread, which
+// reads src itself, so that the content writer stays on one thread.
+func (t *Txn) writeStream(meta FileMeta, size int64, src io.Reader) (Checksum, error) {
+	var out [65]byte
+	err := t.repo.write(func() error {
 		xattrs := newXattrs(meta.Xattrs)
 		defer C.ex_variant_unref(xattrs)
 		var cerr *C.char
-		w = C.ex_regfile_begin(t.repo.ptr, C.guint32(meta.UID), C.guint32(meta.GID), C.guint32(meta.Mode),
+		w := C.ex_regfile_begin(t.repo.ptr, C.guint32(meta.UID), C.guint32(meta.GID), C.guint32(meta.Mode),
 			C.guint64(size), xattrs, &cerr)
 		if w == nil {
-			return takeError(cerr)
+			return fmt.Errorf("starting: %w", takeError(cerr))
 		}
-		return nil
-	})
-	if err != nil {
-		return sum, fmt.Errorf("starting file object of %d bytes: %w", size, err)
-	}
-	finished := false
-	defer func() {
-		if !finished {
-			// The repo may be closing; then it frees nothing more.
-			_ = t.repo.call(func() error { C.ex_regfile_cancel(w); return nil })
-		}
-	}()
-	buf := make([]byte, min(size, chunkSize))
-	for left := size; left > 0; {
-		n, rerr := io.ReadFull(src, buf[:min(left, int64(len(buf)))])
-		if rerr != nil {
-			return sum, fmt.Errorf("reading file content at %d of %d bytes: %w", size-left, size, rerr)
-		}
-		err := t.repo.call(func() error {
-			var cerr *C.char
-			if C.ex_regfile_write(w, (*C.guint8)(unsafe.Pointer(&buf[0])), C.gsize(n), &cerr) == 0 {
-				return takeError(cerr)
+		buf := make([]byte, min(size, chunkSize))
+		for left := size; left > 0; {
+			n, err := io.ReadFull(src, buf[:min(left, int64(len(buf)))])
+			if err != nil {
+				C.ex_regfile_cancel(w)
+				return fmt.Errorf("reading content at %d: %w", size-left, err)
 			}
-			return nil
-		})
-		if err != nil {
-			return sum, fmt.Errorf("writing file object at %d of %d bytes: %w", size-left, size, err)
+			if C.ex_regfile_write(w, (*C.guint8)(unsafe.Pointer(&buf[0])), C.gsize(n), &cerr) == 0 {
+				C.ex_regfile_cancel(w)
+				return fmt.Errorf("writing at %d: %w", size-left, takeError(cerr))
+			}
+			left -= int64(n)
 		}
-		left -= int64(n)
-	}
-	var out [65]byte
-	err = t.repo.call(func() error {
-		finished = true
-		var cerr *C.char
 		if C.ex_regfile_finish(w, outPtr(&out), &cerr) == 0 {
-			return takeError(cerr)
+			return fmt.Errorf("finishing: %w", takeError(cerr))
 		}
 		return nil
 	})
 	if err != nil {
-		return sum, fmt.Errorf("finishing file object of %d bytes: %w", size, err)
+		return Checksum{}, fmt.Errorf("writing file object of %d bytes: %w", size, err)
 	}
 	return checksumOut(&out)
 }
@@ -238,7 +221,7 @@ func (t *Txn) WriteSymlink(meta FileMeta, target string) (Checksum, error) {
 		return Checksum{}, ErrTxnDone
 	}
 	var out [65]byte
-	err := t.repo.call(func() error {
+	err := t.repo.write(func() error {
 		xattrs := newXattrs(meta.Xattrs)
 		defer C.ex_variant_unref(xattrs)
 		ctarget := C.CString(target)
