@@ -112,7 +112,7 @@ func Writers(n int) Option { return func(o *options) { o.writers = max(1, n) } }
 
 // Nice sets the scheduling niceness of the Repo's threads, where libostree
 // hashes and writes, so that background commits give way to work users
-// wait for.
+// wait for. It is best effort.
 func Nice(n int) Option { return func(o *options) { o.nice = n } }
 
 // Create opens the repository at path, creating it in mode if it does not
@@ -163,24 +163,24 @@ func open(path string, create bool, mode Mode, opts []Option) (*Repo, error) {
 
 // serve runs the Repo's calls on one locked OS thread until Close, and
 // starts the writer threads.
+//
+// The threads are never unlocked: a goroutine that exits locked takes its
+// thread with it, so that no other goroutine ever runs on a thread at the
+// Repo's niceness.
 func (r *Repo) serve(init func() error, ready chan<- error) {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	err := init()
-	if err == nil {
-		err = setThreadNice(r.opts.nice)
-	}
-	ready <- err
-	if err != nil {
-		if r.ptr != nil {
-			C.ex_repo_close(r.ptr)
-		}
+	setThreadNice(r.opts.nice)
+	if err := init(); err != nil {
+		ready <- err
 		return
 	}
-	var writers sync.WaitGroup
+	var writers, started sync.WaitGroup
 	for range r.opts.writers {
-		writers.Go(r.serveWrites)
+		started.Add(1)
+		writers.Go(func() { r.serveWrites(&started) })
 	}
+	started.Wait()
+	ready <- nil
 	for {
 		select {
 		case f := <-r.calls:
@@ -201,11 +201,12 @@ func (r *Repo) serve(init func() error, ready chan<- error) {
 	}
 }
 
-// serveWrites runs object writes on a locked OS thread until Close.
-func (r *Repo) serveWrites() {
+// serveWrites runs object writes on a locked OS thread until Close; the
+// thread ends with it.
+func (r *Repo) serveWrites(started *sync.WaitGroup) {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	_ = setThreadNice(r.opts.nice) // the main thread reported a failure already
+	setThreadNice(r.opts.nice)
+	started.Done()
 	for {
 		select {
 		case f := <-r.writes:
@@ -216,16 +217,14 @@ func (r *Repo) serveWrites() {
 	}
 }
 
-// setThreadNice sets the calling thread's niceness. On Linux, PRIO_PROCESS
-// with who 0 names the calling thread.
-func setThreadNice(nice int) error {
-	if nice == 0 {
-		return nil
+// setThreadNice sets the calling thread's niceness, as far as it is
+// allowed: a lower priority is only a courtesy to other work, never a
+// reason to fail. On Linux, PRIO_PROCESS with who 0 names the calling
+// thread.
+func setThreadNice(nice int) {
+	if nice != 0 {
+		_ = unix.Setpriority(unix.PRIO_PROCESS, 0, nice)
 	}
-	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, nice); err != nil {
-		return fmt.Errorf("setting niceness %d of an ostree thread: %w", nice, err)
-	}
-	return nil
 }
 
 // call runs f on the Repo's main thread and waits for it.

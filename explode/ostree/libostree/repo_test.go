@@ -483,3 +483,43 @@ func TestConcurrentWrites(t *testing.T) {
 	}
 	ostreeCLI(t, r.Path(), "fsck")
 }
+
+// The Repo's main and writer threads run at the niceness asked for, and
+// nothing else does.
+func TestNiceThreads(t *testing.T) {
+	r, err := Create(filepath.Join(t.TempDir(), "repo"), BareUser, Writers(2), Nice(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	niced := func() int {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, task := range tasks {
+			raw, err := os.ReadFile("/proc/self/task/" + task.Name() + "/stat")
+			if err != nil {
+				continue
+			}
+			// Fields after the command name, which ends with ')':
+			// state is the first, nice the 17th.
+			fields := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+			if len(fields) > 16 && fields[16] == "7" {
+				n++
+			}
+		}
+		return n
+	}
+	if got := niced(); got != 3 {
+		t.Errorf("%d threads at niceness 7, want the main thread and 2 writers", got)
+	}
+	r.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for niced() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := niced(); got != 0 {
+		t.Errorf("%d threads still at niceness 7 after Close", got)
+	}
+}
