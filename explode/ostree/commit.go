@@ -3,6 +3,7 @@ package ostree
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"slices"
@@ -45,8 +46,10 @@ type imageCommit struct {
 	image digest.Digest
 	view  *index.View
 	txn   *libostree.Txn
-	// mu guards sums, added and stats while writers run.
+	// mu guards sums, added, same and stats while writers run.
 	mu sync.Mutex
+	// same maps small files' contents to the objects written for them.
+	same map[sameContent]libostree.Checksum
 	// sums holds the object of each regular file, by inode.
 	sums []libostree.Checksum
 	// added collects, per layer, the objects written for its entries, to
@@ -66,8 +69,11 @@ type imageCommit struct {
 
 // commitStats says where a commit's time went, for the log.
 type commitStats struct {
-	written, reused int64 // regular files hashed and written, or reused
-	bytesWritten    int64
+	// written counts regular files hashed and written, reused those
+	// whose remembered object was found, same those whose bytes and
+	// metadata another file of the image had.
+	written, reused, same int64
+	bytesWritten          int64
 	// lookup covers finding remembered objects, contents reading and
 	// writing the rest, tree the directories and symlinks, commit the
 	// tree objects and the commit, and sync the transaction's fsync.
@@ -76,7 +82,7 @@ type commitStats struct {
 
 func (s commitStats) logAttrs() []any {
 	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
-	return []any{"files_written", s.written, "files_reused", s.reused, "bytes_written", s.bytesWritten,
+	return []any{"files_written", s.written, "files_reused", s.reused, "files_same", s.same, "bytes_written", s.bytesWritten,
 		"lookup", ms(s.lookup), "contents", ms(s.contents), "tree", ms(s.tree), "commit", ms(s.commit), "sync", ms(s.sync)}
 }
 
@@ -97,6 +103,7 @@ func (m *Materializer) commitImage(ctx context.Context, d digest.Digest, view *i
 		m: m, image: d, view: view,
 		sums:    make([]libostree.Checksum, view.Len()+1),
 		added:   map[digest.Digest][]index.ContentObject{},
+		same:    map[sameContent]libostree.Checksum{},
 		dirMeta: map[string]libostree.Checksum{},
 		started: started,
 	}
@@ -167,49 +174,36 @@ func (c *imageCommit) progress(state index.MaterialState) status.Materialization
 // and which the repository still holds, is neither read nor hashed again.
 func (c *imageCommit) writeFiles(ctx context.Context) error {
 	start := time.Now()
+	layers := c.view.Layers()
 	var files []regularFile
 	for ino := index.RootIno; int(ino) <= c.view.Len(); ino++ {
 		in, ok := c.view.Stat(ino)
 		if !ok || in.Type != index.TypeRegular {
 			continue
 		}
+		if in.Layer < 0 || in.Layer >= len(layers) {
+			return fmt.Errorf("inode %d has no layer to read from", ino)
+		}
 		files = append(files, regularFile{ino: ino, layer: in.Layer, off: in.Offset, size: in.Size, meta: metaFingerprint(&in)})
 		c.bytesTotal += in.Size
 	}
 	c.filesTotal = int64(len(files))
 	slices.SortFunc(files, func(a, b regularFile) int {
-		return cmp.Or(cmp.Compare(a.layer, b.layer), cmp.Compare(a.off, b.off))
+		return cmp.Or(cmp.Compare(a.layer, b.layer), cmp.Compare(a.off, b.off), cmp.Compare(a.meta, b.meta))
 	})
-	layers := c.view.Layers()
-	var known map[objectKey]index.ObjectID
-	knownLayer := -1
-	var todo []regularFile
-	for _, f := range files {
-		if f.layer < 0 || f.layer >= len(layers) {
-			return fmt.Errorf("inode %d has no layer to read from", f.ino)
+	// The files to write are compacted into files' own array: they are
+	// appended in the order they are read, so never overtake it.
+	todo := files[:0]
+	for i := 0; i < len(files); {
+		j := i
+		for j < len(files) && files[j].layer == files[i].layer {
+			j++
 		}
-		if f.layer != knownLayer {
-			var err error
-			if known, err = c.knownObjects(ctx, layers[f.layer]); err != nil {
-				return err
-			}
-			knownLayer = f.layer
+		var err error
+		if todo, err = c.reuseRemembered(ctx, layers[files[i].layer], files[i:j], todo); err != nil {
+			return err
 		}
-		if id, ok := known[objectKey{f.off, f.meta}]; ok {
-			sum := libostree.Checksum(id)
-			have, err := c.m.repo.HasFile(sum)
-			if err != nil {
-				return err
-			}
-			if have {
-				c.sums[f.ino] = sum
-				c.filesDone.Add(1)
-				c.bytesDone.Add(f.size)
-				c.stats.reused++
-				continue
-			}
-		}
-		todo = append(todo, f)
+		i = j
 	}
 	c.stats.lookup = time.Since(start)
 	start = time.Now()
@@ -218,22 +212,48 @@ func (c *imageCommit) writeFiles(ctx context.Context) error {
 	return err
 }
 
-type objectKey struct {
-	off  int64
-	meta uint64
-}
-
-func (c *imageCommit) knownObjects(ctx context.Context, layer digest.Digest) (map[objectKey]index.ObjectID, error) {
-	known := map[objectKey]index.ObjectID{}
+// reuseRemembered walks the objects the index remembers for a layer's
+// entries alongside the layer's files, both in (offset, metadata) order,
+// takes every remembered object the repository still holds, and appends
+// the other files to todo.
+func (c *imageCommit) reuseRemembered(ctx context.Context, layer digest.Digest, files []regularFile, todo []regularFile) ([]regularFile, error) {
+	less := func(f regularFile, o index.ContentObject) bool {
+		return f.off < o.Offset || f.off == o.Offset && f.meta < o.Meta
+	}
+	k := 0
 	err := c.m.store.ContentObjects(ctx, layer, func(o index.ContentObject) error {
-		known[objectKey{o.Offset, o.Meta}] = o.ID
+		for k < len(files) && less(files[k], o) {
+			todo = append(todo, files[k])
+			k++
+		}
+		for ; k < len(files) && files[k].off == o.Offset && files[k].meta == o.Meta; k++ {
+			sum := libostree.Checksum(o.ID)
+			have, err := c.m.repo.HasFile(sum)
+			if err != nil {
+				return err
+			}
+			if !have {
+				todo = append(todo, files[k])
+				continue
+			}
+			c.sums[files[k].ino] = sum
+			c.filesDone.Add(1)
+			c.bytesDone.Add(files[k].size)
+			c.stats.reused++
+		}
+		if k == len(files) {
+			return errStopScan
+		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errStopScan) {
 		return nil, fmt.Errorf("layer %s: reading remembered content objects: %w", layer, err)
 	}
-	return known, nil
+	return append(todo, files[k:]...), nil
 }
+
+// errStopScan ends a scan of remembered objects once every file is matched.
+var errStopScan = errors.New("all files matched")
 
 // report publishes progress at most every quarter second.
 func (c *imageCommit) report(final bool) {

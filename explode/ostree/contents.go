@@ -3,11 +3,13 @@ package ostree
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"sync"
 	"syscall"
 
+	"github.com/explodefs/explodefs/explode/ostree/libostree"
 	"github.com/explodefs/explodefs/index"
 )
 
@@ -81,6 +83,17 @@ func (c *imageCommit) writeContent(ctx context.Context, fc fileContent, free cha
 		chunks = &chunkReader{ctx: ctx, chunks: fc.chunks, free: free}
 		src = chunks
 	}
+	var key sameContent
+	if chunks == nil {
+		key = sameContent{sum: sha256.Sum256(fc.data), meta: f.meta}
+		c.mu.Lock()
+		sum, ok := c.same[key]
+		c.mu.Unlock()
+		if ok {
+			c.done(f, sum, false)
+			return nil
+		}
+	}
 	in, _ := c.view.Stat(f.ino)
 	sum, err := c.txn.WriteFile(fileMeta(&in, syscall.S_IFREG), f.size, src)
 	if err != nil {
@@ -91,18 +104,48 @@ func (c *imageCommit) writeContent(ctx context.Context, fc fileContent, free cha
 		// back the last buffer for the next large file.
 		chunks.release()
 	}
+	if chunks == nil {
+		c.mu.Lock()
+		if len(c.same) < maxSameContents {
+			c.same[key] = sum
+		}
+		c.mu.Unlock()
+	}
+	c.done(f, sum, true)
+	return nil
+}
+
+// done records file f's object; written says this commit wrote it rather
+// than found the same bytes and metadata written for another file.
+func (c *imageCommit) done(f regularFile, sum libostree.Checksum, written bool) {
 	layer := c.view.Layers()[f.layer]
 	c.mu.Lock()
 	c.sums[f.ino] = sum
 	c.added[layer] = append(c.added[layer], index.ContentObject{Offset: f.off, Meta: f.meta, ID: index.ObjectID(sum)})
-	c.stats.written++
-	c.stats.bytesWritten += f.size
+	if written {
+		c.stats.written++
+		c.stats.bytesWritten += f.size
+	} else {
+		c.stats.same++
+	}
 	c.mu.Unlock()
 	c.filesDone.Add(1)
 	c.bytesDone.Add(f.size)
 	c.report(false)
-	return nil
 }
+
+// sameContent identifies a small file's object before libostree hashes
+// it: the sha256 of its bytes and its metadata's fingerprint. Images hold
+// many identical small files (empty ones above all), and writing each
+// costs libostree a temporary file even when the object exists.
+type sameContent struct {
+	sum  [sha256.Size]byte
+	meta uint64
+}
+
+// maxSameContents bounds the memory an image's identical-file lookup
+// takes (about 100 bytes an entry).
+const maxSameContents = 1 << 18
 
 // readAhead reads files in order for writeContents, giving way to
 // foreground reads before each file and each chunk.

@@ -409,3 +409,38 @@ func TestMaterializeManyLargeFiles(t *testing.T) {
 		}
 	}
 }
+
+// Identical small files of an image (same bytes, same metadata) are
+// written once; libostree would otherwise pay a temporary file for each.
+func TestMaterializeWritesIdenticalFilesOnce(t *testing.T) {
+	f := newFixture(t)
+	var files []layerFile
+	for i := range 30 {
+		files = append(files, layerFile{name: fmt.Sprintf("empty-%02d", i), typ: tar.TypeReg, mode: 0o644})
+	}
+	for i := range 20 {
+		files = append(files, layerFile{name: fmt.Sprintf("hello-%02d", i), typ: tar.TypeReg, mode: 0o644, body: "hello"})
+	}
+	files = append(files, layerFile{name: "hello-private", typ: tar.TypeReg, mode: 0o600, body: "hello"})
+	d, view := f.image("same", f.layer(files))
+	commit, c, err := f.m.commitImage(context.Background(), d, view, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three distinct objects; writers racing on the same bytes may each
+	// write it once.
+	if c.stats.written+c.stats.same != int64(len(files)) || c.stats.written > int64(3*f.m.opts.Writers) {
+		t.Errorf("wrote %d files and found %d the same, want at most %d written of %d",
+			c.stats.written, c.stats.same, 3*f.m.opts.Writers, len(files))
+	}
+	ls := f.ostree("ls", "-R", commit.String())
+	if got := strings.Count(ls, "\n"); got != len(files)+1 {
+		t.Errorf("commit lists %d entries, want %d:\n%s", got, len(files)+1, ls)
+	}
+	if got := f.ostree("cat", commit.String(), "/hello-private"); got != "hello" {
+		t.Errorf("hello-private holds %q", got)
+	}
+	if !strings.Contains(ls, "-00600 0 0      5 /hello-private") {
+		t.Errorf("hello-private lost its mode:\n%s", ls)
+	}
+}

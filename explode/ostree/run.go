@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -107,8 +108,18 @@ func (m *Materializer) runImage(ctx context.Context, d digest.Digest, view *inde
 		attrs := append([]any{"image", d, "commit", commit, "took", time.Since(started).Round(time.Millisecond)}, c.stats.logAttrs()...)
 		m.log.Info("image materialized", attrs...)
 	}
+	if view.Len() >= bigImage {
+		// A commit of a big image leaves hundreds of MiB of garbage
+		// (per-file lists of tens of bytes each); give it back now
+		// rather than whenever the runtime's scavenger gets to it.
+		debug.FreeOSMemory()
+	}
 	m.finish(ctx, d, commit, c.progress(""), err)
 }
+
+// bigImage is the number of inodes from which a commit's memory is handed
+// back to the system at once.
+const bigImage = 100_000
 
 // alreadyCommitted reports an image whose recorded commit its ref still
 // names, as after a restart.
