@@ -121,7 +121,11 @@ func (c *imageCommit) done(f regularFile, sum libostree.Checksum, written bool) 
 	layer := c.view.Layers()[f.layer]
 	c.mu.Lock()
 	c.sums[f.ino] = sum
-	c.added[layer] = append(c.added[layer], index.ContentObject{Offset: f.off, Meta: f.meta, ID: index.ObjectID(sum)})
+	if f.size > 0 {
+		// An empty file costs nothing to read, and c.same finds its
+		// object after the first: not worth a record in the index.
+		c.added[layer] = append(c.added[layer], index.ContentObject{Offset: f.off, Meta: f.meta, ID: index.ObjectID(sum)})
+	}
 	if written {
 		c.stats.written++
 		c.stats.bytesWritten += f.size

@@ -108,13 +108,14 @@ func (m *Materializer) runImage(ctx context.Context, d digest.Digest, view *inde
 		attrs := append([]any{"image", d, "commit", commit, "took", time.Since(started).Round(time.Millisecond)}, c.stats.logAttrs()...)
 		m.log.Info("image materialized", attrs...)
 	}
+	// c is garbage once its progress is taken.
+	m.finish(ctx, d, commit, c.progress(""), err)
 	if view.Len() >= bigImage {
 		// A commit of a big image leaves hundreds of MiB of garbage
 		// (per-file lists of tens of bytes each); give it back now
 		// rather than whenever the runtime's scavenger gets to it.
 		debug.FreeOSMemory()
 	}
-	m.finish(ctx, d, commit, c.progress(""), err)
 }
 
 // bigImage is the number of inodes from which a commit's memory is handed
