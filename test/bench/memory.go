@@ -34,6 +34,10 @@ type memFigures struct {
 	walked       int64
 	afterWalk    procMemory
 	peakResident int64
+	// The same image committed to OSTree by a daemon restarted on the
+	// same state with materialization on.
+	committed     time.Duration
+	committedIdle procMemory
 }
 
 // procMemory is what /proc/PID/status says of a process's memory.
@@ -130,7 +134,33 @@ func memoryRun(c config, bin string) (memFigures, error) {
 		d.saveHeapProfile(filepath.Join(c.dir, "heap-walked.pprof"))
 	}
 	f.peakResident = f.afterWalk.hwm
-	return f, d.stop()
+	if err := d.stop(); err != nil {
+		return f, err
+	}
+	return f, materializedMemory(c, bin, src, state, mnt, &f)
+}
+
+// materializedMemory restarts the daemon on the indexed million-entry
+// image with materialization on, and reads its memory once the image is
+// committed: a commit assembles the whole tree in libostree's memory, and
+// what it took must be given back.
+func materializedMemory(c config, bin, src, state, mnt string, f *memFigures) error {
+	d, err := startDaemon(bin, c.listen, src, state, mnt)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	img, err := d.waitMaterialization("bench/many:latest", "done", 10*time.Minute)
+	if err != nil {
+		return err
+	}
+	f.committed = img.Materialized.Finished.Sub(img.Materialized.Started)
+	time.Sleep(manyIdle)
+	if f.committedIdle, err = d.memory(); err != nil {
+		return err
+	}
+	log.Printf("committed to OSTree in %v; idle: %v, peak %.0f MiB", f.committed.Round(time.Millisecond), f.committedIdle, mib(f.committedIdle.hwm))
+	return d.stop()
 }
 
 // walkTree runs find over root and then lstats every entry below it, as a
