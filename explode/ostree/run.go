@@ -54,8 +54,10 @@ func (m *Materializer) Run(ctx context.Context) {
 }
 
 // recoverRecords reports what a previous run left: a materialization
-// recorded as running was cut short by a crash. Its transaction never
-// committed, so it left no ref; it is redone when its image is published.
+// recorded as running was cut short by a crash. Either its transaction
+// never committed and left no ref, or it committed whole just before the
+// crash. It is redone when its image is published again, since only a
+// record of a finished commit is trusted (alreadyCommitted).
 func (m *Materializer) recoverRecords(ctx context.Context) {
 	err := m.store.Materializations(ctx, func(d digest.Digest, rec index.Materialization) error {
 		if rec.State == index.MaterialRunning {
@@ -304,6 +306,13 @@ func (m *Materializer) gc(ctx context.Context) (GCStats, error) {
 	st.PruneStats = pruned
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
+	}
+	if pruned.Pruned > 0 {
+		// Forget verifications of objects that may be gone, so that the
+		// set does not grow with every image ever opened.
+		m.verifiedMu.Lock()
+		clear(m.verified)
+		m.verifiedMu.Unlock()
 	}
 	m.log.Info("pruned OSTree repo", "repo", m.repo.Path(), "objects", pruned.Objects, "pruned", pruned.Pruned,
 		"bytes", pruned.Bytes, "records", st.Records)
