@@ -1,7 +1,6 @@
 package ostree
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -24,11 +23,12 @@ const (
 	smallFile      = 256 << 10
 )
 
-// fileContent is a file read ahead of its write: a small file whole, a
-// large one not yet.
+// fileContent is a file read ahead of its write: a small file whole, in
+// buf, a large one not yet.
 type fileContent struct {
 	f    regularFile
 	data []byte
+	buf  *[]byte
 	err  error
 }
 
@@ -42,11 +42,18 @@ func (c *imageCommit) writeContents(ctx context.Context, files []regularFile) er
 	var wg sync.WaitGroup
 	for range c.m.opts.Writers {
 		wg.Go(func() {
-			for fc := range contents {
-				if err := c.writeContent(ctx, fc); err != nil {
-					cancel(err)
-					return
+			// The loop runs on a writer thread: no hop between threads
+			// per file.
+			err := c.txn.OnWriter(func(w *libostree.Writer) error {
+				for fc := range contents {
+					if err := c.writeContent(ctx, w, fc); err != nil {
+						return err
+					}
 				}
+				return nil
+			})
+			if err != nil {
+				cancel(err)
 			}
 		})
 	}
@@ -60,18 +67,16 @@ func (c *imageCommit) writeContents(ctx context.Context, files []regularFile) er
 	return nil
 }
 
-// writeContent writes one file.
-func (c *imageCommit) writeContent(ctx context.Context, fc fileContent) error {
+// writeContent writes one file on w's thread.
+func (c *imageCommit) writeContent(ctx context.Context, w *libostree.Writer, fc fileContent) error {
 	f := fc.f
 	if fc.err != nil {
 		return c.fileError(f, fc.err)
 	}
-	large := f.size > smallFile
-	var src io.Reader = bytes.NewReader(fc.data)
+	defer c.putBuffer(fc.buf)
+	dedupe := f.size <= sameMax
 	var key sameContent
-	if large {
-		src = c.fileReader(ctx, f, true)
-	} else {
+	if dedupe {
 		key = sameContent{sum: sha256.Sum256(fc.data), meta: f.meta}
 		c.mu.Lock()
 		sum, ok := c.same[key]
@@ -82,11 +87,18 @@ func (c *imageCommit) writeContent(ctx context.Context, fc fileContent) error {
 		}
 	}
 	in, _ := c.view.Stat(f.ino)
-	sum, err := c.txn.WriteFile(fileMeta(&in, syscall.S_IFREG), f.size, src)
+	meta := fileMeta(&in, syscall.S_IFREG)
+	var sum libostree.Checksum
+	var err error
+	if f.size > smallFile {
+		sum, err = w.WriteFile(meta, f.size, c.fileReader(ctx, f, true))
+	} else {
+		sum, err = w.WriteBytes(meta, fc.data)
+	}
 	if err != nil {
 		return c.fileError(f, err)
 	}
-	if !large {
+	if dedupe {
 		c.mu.Lock()
 		if len(c.same) < maxSameContents {
 			c.same[key] = sum
@@ -95,6 +107,23 @@ func (c *imageCommit) writeContent(ctx context.Context, fc fileContent) error {
 	}
 	c.done(f, sum, true)
 	return nil
+}
+
+// Small files are read into buffers of smallFile bytes that go back to a
+// pool once written, so that the read-ahead does not allocate (and the
+// kernel zero) a fresh buffer for each.
+func (c *imageCommit) getBuffer() *[]byte {
+	if p, ok := c.buffers.Get().(*[]byte); ok {
+		return p
+	}
+	b := make([]byte, smallFile)
+	return &b
+}
+
+func (c *imageCommit) putBuffer(p *[]byte) {
+	if p != nil {
+		c.buffers.Put(p)
+	}
 }
 
 // done records file f's object; written says this commit wrote it rather
@@ -130,7 +159,8 @@ func (c *imageCommit) readAhead(ctx context.Context, files []regularFile, conten
 		}
 		fc := fileContent{f: f}
 		if f.size <= smallFile {
-			fc.data = make([]byte, f.size)
+			fc.buf = c.getBuffer()
+			fc.data = (*fc.buf)[:f.size]
 			_, fc.err = io.ReadFull(c.fileReader(ctx, f, false), fc.data)
 		}
 		select {
@@ -151,8 +181,12 @@ type sameContent struct {
 }
 
 // maxSameContents bounds the memory an image's identical-file lookup
-// takes (about 100 bytes an entry).
-const maxSameContents = 1 << 18
+// takes (about 100 bytes an entry), and sameMax the files it looks at:
+// past it, hashing the bytes twice costs more than a temporary file.
+const (
+	maxSameContents = 1 << 18
+	sameMax         = 64 << 10
+)
 
 func (c *imageCommit) fileError(f regularFile, err error) error {
 	p, _ := c.view.Path(f.ino)

@@ -135,106 +135,121 @@ const inlineMax = 256 << 10
 // chunkSize is how much of a large file is read and written at a time.
 const chunkSize = 1 << 20
 
-// WriteFile writes a regular file of size bytes read from src and returns
-// its object checksum. src must yield exactly size bytes. Up to the Repo's
-// Writers files are written at once; a large file's src is read on the
-// writer thread.
-func (t *Txn) WriteFile(meta FileMeta, size int64, src io.Reader) (Checksum, error) {
+// Writer writes file and symlink objects on one of the Repo's writer
+// threads, with no hop between threads per object: Txn.OnWriter hands it
+// to a function that runs there, and only that function may use it.
+type Writer struct{ txn *Txn }
+
+// OnWriter runs fn on one of the Repo's writer threads, which it keeps
+// until fn returns; up to the Repo's Writers run at once.
+func (t *Txn) OnWriter(fn func(w *Writer) error) error {
 	if t.done {
-		return Checksum{}, ErrTxnDone
+		return ErrTxnDone
 	}
+	return t.repo.write(func() error { return fn(&Writer{txn: t}) })
+}
+
+// WriteFile writes a regular file of size bytes read from src and returns
+// its object checksum. src must yield exactly size bytes. It runs on a
+// writer thread, where a large file's src is read.
+func (t *Txn) WriteFile(meta FileMeta, size int64, src io.Reader) (sum Checksum, err error) {
+	err = t.OnWriter(func(w *Writer) error {
+		sum, err = w.WriteFile(meta, size, src)
+		return err
+	})
+	return sum, err
+}
+
+// WriteSymlink writes a symbolic link object.
+func (t *Txn) WriteSymlink(meta FileMeta, target string) (sum Checksum, err error) {
+	err = t.OnWriter(func(w *Writer) error {
+		sum, err = w.WriteSymlink(meta, target)
+		return err
+	})
+	return sum, err
+}
+
+// WriteFile is Txn.WriteFile on the Writer's thread.
+func (w *Writer) WriteFile(meta FileMeta, size int64, src io.Reader) (Checksum, error) {
 	if size < 0 {
 		return Checksum{}, fmt.Errorf("writing file object: negative size %d", size)
 	}
 	if size <= inlineMax {
-		return t.writeInline(meta, size, src)
+		buf := make([]byte, size)
+		if _, err := io.ReadFull(src, buf); err != nil {
+			return Checksum{}, fmt.Errorf("reading %d bytes of file content: %w", size, err)
+		}
+		return w.WriteBytes(meta, buf)
 	}
-	return t.writeStream(meta, size, src)
+	return w.writeStream(meta, size, src)
 }
 
-func (t *Txn) writeInline(meta FileMeta, size int64, src io.Reader) (Checksum, error) {
-	buf := make([]byte, size)
-	if _, err := io.ReadFull(src, buf); err != nil {
-		return Checksum{}, fmt.Errorf("reading %d bytes of file content: %w", size, err)
-	}
+// WriteBytes writes a regular file whose bytes are data, handed to
+// libostree in one piece.
+func (w *Writer) WriteBytes(meta FileMeta, data []byte) (Checksum, error) {
 	var out [65]byte
-	err := t.repo.write(func() error {
-		xattrs := newXattrs(meta.Xattrs)
-		defer C.ex_variant_unref(xattrs)
-		var p *C.guint8
-		if len(buf) > 0 {
-			p = (*C.guint8)(unsafe.Pointer(&buf[0]))
-		}
-		var cerr *C.char
-		if C.ex_write_regfile_inline(t.repo.ptr, C.guint32(meta.UID), C.guint32(meta.GID), C.guint32(meta.Mode),
-			xattrs, p, C.gsize(len(buf)), outPtr(&out), &cerr) == 0 {
-			return takeError(cerr)
-		}
-		return nil
-	})
-	if err != nil {
-		return Checksum{}, fmt.Errorf("writing file object of %d bytes: %w", size, err)
+	xattrs := newXattrs(meta.Xattrs)
+	defer C.ex_variant_unref(xattrs)
+	var p *C.guint8
+	if len(data) > 0 {
+		p = (*C.guint8)(unsafe.Pointer(&data[0]))
+	}
+	var cerr *C.char
+	if C.ex_write_regfile_inline(w.txn.repo.ptr, C.guint32(meta.UID), C.guint32(meta.GID), C.guint32(meta.Mode),
+		xattrs, p, C.gsize(len(data)), outPtr(&out), &cerr) == 0 {
+		return Checksum{}, fmt.Errorf("writing file object of %d bytes: %w", len(data), takeError(cerr))
 	}
 	return checksumOut(&out)
 }
 
-// writeStream writes a large file in one call on a writer thread, which
-// reads src itself, so that the content writer stays on one thread.
-func (t *Txn) writeStream(meta FileMeta, size int64, src io.Reader) (Checksum, error) {
+// writeStream writes a large file chunk by chunk, reading src on the
+// writer thread, so that the content writer stays on one thread.
+func (w *Writer) writeStream(meta FileMeta, size int64, src io.Reader) (Checksum, error) {
 	var out [65]byte
-	err := t.repo.write(func() error {
+	err := func() error {
 		xattrs := newXattrs(meta.Xattrs)
 		defer C.ex_variant_unref(xattrs)
 		var cerr *C.char
-		w := C.ex_regfile_begin(t.repo.ptr, C.guint32(meta.UID), C.guint32(meta.GID), C.guint32(meta.Mode),
+		cw := C.ex_regfile_begin(w.txn.repo.ptr, C.guint32(meta.UID), C.guint32(meta.GID), C.guint32(meta.Mode),
 			C.guint64(size), xattrs, &cerr)
-		if w == nil {
+		if cw == nil {
 			return fmt.Errorf("starting: %w", takeError(cerr))
 		}
 		buf := make([]byte, min(size, chunkSize))
 		for left := size; left > 0; {
 			n, err := io.ReadFull(src, buf[:min(left, int64(len(buf)))])
 			if err != nil {
-				C.ex_regfile_cancel(w)
+				C.ex_regfile_cancel(cw)
 				return fmt.Errorf("reading content at %d: %w", size-left, err)
 			}
-			if C.ex_regfile_write(w, (*C.guint8)(unsafe.Pointer(&buf[0])), C.gsize(n), &cerr) == 0 {
-				C.ex_regfile_cancel(w)
+			if C.ex_regfile_write(cw, (*C.guint8)(unsafe.Pointer(&buf[0])), C.gsize(n), &cerr) == 0 {
+				C.ex_regfile_cancel(cw)
 				return fmt.Errorf("writing at %d: %w", size-left, takeError(cerr))
 			}
 			left -= int64(n)
 		}
-		if C.ex_regfile_finish(w, outPtr(&out), &cerr) == 0 {
+		if C.ex_regfile_finish(cw, outPtr(&out), &cerr) == 0 {
 			return fmt.Errorf("finishing: %w", takeError(cerr))
 		}
 		return nil
-	})
+	}()
 	if err != nil {
 		return Checksum{}, fmt.Errorf("writing file object of %d bytes: %w", size, err)
 	}
 	return checksumOut(&out)
 }
 
-// WriteSymlink writes a symbolic link object.
-func (t *Txn) WriteSymlink(meta FileMeta, target string) (Checksum, error) {
-	if t.done {
-		return Checksum{}, ErrTxnDone
-	}
+// WriteSymlink is Txn.WriteSymlink on the Writer's thread.
+func (w *Writer) WriteSymlink(meta FileMeta, target string) (Checksum, error) {
 	var out [65]byte
-	err := t.repo.write(func() error {
-		xattrs := newXattrs(meta.Xattrs)
-		defer C.ex_variant_unref(xattrs)
-		ctarget := C.CString(target)
-		defer C.free(unsafe.Pointer(ctarget))
-		var cerr *C.char
-		if C.ex_write_symlink(t.repo.ptr, C.guint32(meta.UID), C.guint32(meta.GID), xattrs, ctarget,
-			outPtr(&out), &cerr) == 0 {
-			return takeError(cerr)
-		}
-		return nil
-	})
-	if err != nil {
-		return Checksum{}, fmt.Errorf("writing symlink object to %q: %w", target, err)
+	xattrs := newXattrs(meta.Xattrs)
+	defer C.ex_variant_unref(xattrs)
+	ctarget := C.CString(target)
+	defer C.free(unsafe.Pointer(ctarget))
+	var cerr *C.char
+	if C.ex_write_symlink(w.txn.repo.ptr, C.guint32(meta.UID), C.guint32(meta.GID), xattrs, ctarget,
+		outPtr(&out), &cerr) == 0 {
+		return Checksum{}, fmt.Errorf("writing symlink object to %q: %w", target, takeError(cerr))
 	}
 	return checksumOut(&out)
 }
