@@ -41,6 +41,9 @@ type ostreeFigures struct {
 	// The second image, sharing the base layers.
 	second               time.Duration
 	newBytes, firstBytes int64 // file bytes of its new layer and of the bench image
+	// oneFile is the commit of the base layers and one small file: the
+	// cost of a commit that owes nothing to new bytes.
+	oneFile time.Duration
 	// Cold sequential reads of the largest file.
 	seqMount, seqObject float64 // bytes per second, best of seqRounds
 	seqBytes            int64
@@ -76,10 +79,12 @@ func ostreeRun(c config, bin string) (ostreeFigures, error) {
 type ostreeImages struct {
 	bench imagegen.Bench
 	// first is the bench image; second has its first two layers (the OS
-	// base and the language runtime) and a new application layer; load is
-	// another bench-sized image with no layer in common with first.
-	first, second, load string
-	newBytes            int64 // file bytes of second's new layer
+	// base and the language runtime) and a new application layer; oneFile
+	// has the same two and a layer of one small file, the least a commit
+	// of that base costs; load is another bench-sized image with no layer
+	// in common with first.
+	first, second, oneFile, load string
+	newBytes                     int64 // file bytes of second's new layer
 }
 
 // loadSeed makes the load image's content differ from the bench image's.
@@ -97,6 +102,12 @@ func ostreeImageSet(dir string) (ostreeImages, error) {
 	s.newBytes = newBytes
 	s.second = filepath.Join(dir, "generated-ostree-app2", "app2")
 	if err := generateOnce(s.second, imagegen.SingleImage(layers...)); err != nil {
+		return s, err
+	}
+	s.oneFile = filepath.Join(dir, "generated-ostree-onefile", "onefile")
+	oneFile := imagegen.Layer{Compression: imagegen.Gzip, CreatedBy: "one file",
+		Entries: imagegen.Entries(imagegen.File("etc/app-version", 0o644, imagegen.String("2\n")))}
+	if err := generateOnce(s.oneFile, imagegen.SingleImage(append(slices.Clone(s.bench.Image.Manifests[0].Layers[:2]), oneFile)...)); err != nil {
 		return s, err
 	}
 	s.load = filepath.Join(dir, "generated-ostree-load", "load")
@@ -118,6 +129,10 @@ func checkSharing(s ostreeImages) error {
 	if err != nil {
 		return err
 	}
+	oneFile, err := layerFiles(s.oneFile)
+	if err != nil {
+		return err
+	}
 	load, err := layerFiles(s.load)
 	if err != nil {
 		return err
@@ -125,7 +140,13 @@ func checkSharing(s ostreeImages) error {
 	if len(first) != 3 || len(second) != 3 {
 		return fmt.Errorf("want 3 layers in %s and %s, have %d and %d", s.first, s.second, len(first), len(second))
 	}
+	if len(oneFile) != 3 {
+		return fmt.Errorf("want 3 layers in %s, have %d", s.oneFile, len(oneFile))
+	}
 	for i := range 2 {
+		if filepath.Base(first[i]) != filepath.Base(oneFile[i]) {
+			return fmt.Errorf("layer %d of %s is not the bench image's", i, s.oneFile)
+		}
 		if filepath.Base(first[i]) != filepath.Base(second[i]) {
 			return fmt.Errorf("layer %d of %s is %s, of %s %s: the second image does not share the base layers",
 				i, s.first, filepath.Base(first[i]), s.second, filepath.Base(second[i]))

@@ -44,9 +44,12 @@ func commitFigures(c config, bin, work string, imgs ostreeImages, f *ostreeFigur
 			return err
 		}
 		logf("baseline: ostree commit --tree=dir of the extracted bench image: %v", took.Round(time.Millisecond))
-		first, second, tree, err := commitRound(c, bin, filepath.Join(work, fmt.Sprint("commit-", round)), imgs, round == commitRounds-1, f)
+		first, second, oneFile, tree, err := commitRound(c, bin, filepath.Join(work, fmt.Sprint("commit-", round)), imgs, round == commitRounds-1, f)
 		if err != nil {
 			return err
+		}
+		if round == 0 || oneFile < f.oneFile {
+			f.oneFile = oneFile
 		}
 		if round == 0 || took < f.cliCommit {
 			f.cliCommit = took
@@ -63,48 +66,53 @@ func commitFigures(c config, bin, work string, imgs ostreeImages, f *ostreeFigur
 }
 
 // commitRound runs a daemon on fresh state, publishes the bench image and,
-// once it is committed, the second image, and returns how long each took
-// to materialize and the bench image's root tree. With seq, it also
-// measures sequential reads before stopping the daemon.
-func commitRound(c config, bin, dir string, imgs ostreeImages, seq bool, f *ostreeFigures) (first, second time.Duration, tree string, err error) {
+// once it is committed, the second image and then the one-file image, and
+// returns how long each took to materialize and the bench image's root
+// tree. With seq, it also measures sequential reads before stopping the
+// daemon.
+func commitRound(c config, bin, dir string, imgs ostreeImages, seq bool, f *ostreeFigures) (first, second, oneFile time.Duration, tree string, err error) {
 	src, state, mnt := filepath.Join(dir, "src"), filepath.Join(dir, "state"), filepath.Join(dir, "mnt")
 	logPath := filepath.Join(dir, "daemon.log")
 	out, err := logTo(logPath)
 	if err != nil {
-		return 0, 0, "", err
+		return 0, 0, 0, "", err
 	}
 	defer out.Close()
 	if err := os.MkdirAll(filepath.Join(src, "bench"), 0o755); err != nil {
-		return 0, 0, "", err
+		return 0, 0, 0, "", err
 	}
 	// Info level: the daemon says at start whether passthrough is on.
 	d, err := startDaemonTo(out, bin, c.listen, src, state, mnt, "--log-level", "info")
 	if err != nil {
-		return 0, 0, "", err
+		return 0, 0, 0, "", err
 	}
 	defer d.stop()
 
 	if first, err = publishAndCommit(d, imgs.first, src, "app"); err != nil {
-		return 0, 0, "", err
+		return 0, 0, 0, "", err
 	}
 	logf("bench image materialized in %v", first.Round(time.Millisecond))
 	repo := filepath.Join(state, "ostree")
 	if tree, err = rootTree(repo, tagRef("app")); err != nil {
-		return 0, 0, "", err
+		return 0, 0, 0, "", err
 	}
 	if f.repoMode, err = repoMode(repo); err != nil {
-		return 0, 0, "", err
+		return 0, 0, 0, "", err
 	}
 	if second, err = publishAndCommit(d, imgs.second, src, "app2"); err != nil {
-		return 0, 0, "", err
+		return 0, 0, 0, "", err
 	}
 	logf("second image (shared base layers) materialized in %v", second.Round(time.Millisecond))
+	if oneFile, err = publishAndCommit(d, imgs.oneFile, src, "onefile"); err != nil {
+		return 0, 0, 0, "", err
+	}
+	logf("one-file image (shared base layers) materialized in %v", oneFile.Round(time.Millisecond))
 	if seq {
 		if err := seqFigures(d, mnt, repo, imgs.bench.LargestFile, logPath, f); err != nil {
-			return 0, 0, "", err
+			return 0, 0, 0, "", err
 		}
 	}
-	return first, second, tree, d.stop()
+	return first, second, oneFile, tree, d.stop()
 }
 
 // publishAndCommit publishes layout as bench/<stream>:latest and returns
