@@ -18,7 +18,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCommand(), newStatusCommand(), newCheckoutCommand(), newGCCommand())
+	root.AddCommand(newServeCommand(), newStatusCommand(), newCheckoutCommand(), newGCCommand(), newVersionCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "explodefs:", err)
 		os.Exit(1)
