@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -17,57 +19,86 @@ import (
 func newStatusCommand() *cobra.Command {
 	var server string
 	var asJSON bool
+	var watch time.Duration
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Print the state of every image and layer of a running daemon",
+		Long: `status prints one line per tag (namespace/stream:tag) and per image of a
+stream's history: the image, its state, how far its layers are indexed,
+its OSTree commit, and why it failed; then every layer, and the full
+reasons. --watch redraws it in place until interrupted.`,
+		Args: cobra.NoArgs,
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
 			return applyEnv(cmd.Flags())
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			client := &http.Client{Timeout: 10 * time.Second}
-			resp, err := client.Get("http://" + server + "/status")
-			if err != nil {
-				return fmt.Errorf("asking the daemon at %s: %w", server, err)
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			if err != nil {
-				return err
-			}
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("daemon at %s: %s: %s", server, resp.Status, body)
-			}
 			if asJSON {
-				_, err := os.Stdout.Write(body)
+				body, err := fetchStatus(client, server)
+				if err != nil {
+					return err
+				}
+				_, err = cmd.OutOrStdout().Write(body)
 				return err
 			}
-			var rep status.Report
-			if err := json.Unmarshal(body, &rep); err != nil {
-				return fmt.Errorf("daemon at %s sent unreadable status: %w", server, err)
+			for {
+				body, err := fetchStatus(client, server)
+				if err != nil {
+					return err
+				}
+				var rep status.Report
+				if err := json.Unmarshal(body, &rep); err != nil {
+					return fmt.Errorf("daemon at %s sent unreadable status: %w", server, err)
+				}
+				var out bytes.Buffer
+				printReport(&out, rep)
+				if watch > 0 {
+					// Home the cursor and clear the screen, then draw
+					// the whole table at once so it does not flicker.
+					fmt.Fprintf(cmd.OutOrStdout(), "\x1b[H\x1b[2J%s  (every %v; Ctrl-C ends)\n\n", time.Now().Format(time.TimeOnly), watch)
+				}
+				if _, err := cmd.OutOrStdout().Write(out.Bytes()); err != nil || watch <= 0 {
+					return err
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(watch):
+				}
 			}
-			printReport(os.Stdout, rep)
-			return nil
 		},
 	}
 	cmd.Flags().StringVar(&server, "listen", defaultListen, "address of the daemon's HTTP listener")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
+	cmd.Flags().DurationVar(&watch, "watch", 0, "redraw the table this often (e.g. 1s) until interrupted; 0 prints it once")
 	bindEnv(cmd.Flags())
 	return cmd
 }
 
+// fetchStatus reads the daemon's JSON status.
+func fetchStatus(client *http.Client, server string) ([]byte, error) {
+	resp, err := client.Get("http://" + server + "/status")
+	if err != nil {
+		return nil, fmt.Errorf("asking the daemon at %s: %w", server, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading the daemon's status at %s: %w", server, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("daemon at %s: %s: %s", server, resp.Status, body)
+	}
+	return body, nil
+}
+
 func printReport(w io.Writer, rep status.Report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "IMAGE\tSTATE\tPROGRESS\tFILES\tOSTREE\tREFS")
-	for _, img := range rep.Images {
-		refs := "-"
-		if len(img.Refs) > 0 {
-			refs = img.Refs[0]
-			if len(img.Refs) > 1 {
-				refs += fmt.Sprintf(" (+%d)", len(img.Refs)-1)
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", short(img.Digest.String()), img.State,
-			progress(img.BytesDone, img.BytesTotal), img.Files, materialized(img.Materialized), refs)
+	fmt.Fprintln(tw, "TAG\tIMAGE\tSTATE\tINDEXED\tOSTREE\tFILES\tREASON")
+	for _, row := range tagRows(rep) {
+		img := row.image
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", row.ref, short(img.Digest.String()), img.State,
+			indexed(img), materialized(img.Materialized), img.Files, oneLine(img.Reason, 60))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -96,6 +127,61 @@ func printReport(w io.Writer, rep status.Report) {
 	}
 }
 
+// tagRow is one line of the status table: an image under one of its
+// names (namespace/stream:tag, or its digest in a stream's history).
+type tagRow struct {
+	ref   string
+	image status.Image
+}
+
+// tagRows lists every image under each of its names, sorted by name;
+// an image no stream names any more is listed once as "-".
+func tagRows(rep status.Report) []tagRow {
+	var rows []tagRow
+	for _, img := range rep.Images {
+		if len(img.Refs) == 0 {
+			rows = append(rows, tagRow{"-", img})
+		}
+		for _, ref := range img.Refs {
+			rows = append(rows, tagRow{ref, img})
+		}
+	}
+	slices.SortStableFunc(rows, func(a, b tagRow) int { return strings.Compare(a.ref, b.ref) })
+	return rows
+}
+
+// indexed is how far the image's layer passes are, as a bar while they run.
+func indexed(img status.Image) string {
+	switch img.State {
+	case status.Ready:
+		return "100%"
+	case status.Indexing:
+		return bar(img.BytesDone, img.BytesTotal)
+	}
+	return "-"
+}
+
+// bar draws done of total as a ten-step progress bar with its percentage.
+func bar(done, total int64) string {
+	if total <= 0 {
+		return "[          ]"
+	}
+	pct := min(100, done*100/total)
+	return fmt.Sprintf("[%-10s] %d%%", strings.Repeat("#", int(pct/10)), pct)
+}
+
+// oneLine shortens a reason for the table; the full text follows it.
+func oneLine(s string, n int) string {
+	if s == "" {
+		return "-"
+	}
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
+}
+
 func short(d string) string {
 	if len(d) > 19 {
 		return d[:19]
@@ -115,8 +201,8 @@ func materialized(m *status.Materialization) string {
 	switch {
 	case m == nil:
 		return "-"
-	case m.State == "running" && m.BytesTotal > 0:
-		return "running " + progress(m.BytesDone, m.BytesTotal)
+	case m.State == "running":
+		return "running " + bar(m.BytesDone, m.BytesTotal)
 	case m.State == "done":
 		return "done " + m.Commit[:min(12, len(m.Commit))]
 	}
