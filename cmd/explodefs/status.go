@@ -97,7 +97,7 @@ func printReport(w io.Writer, rep status.Report) {
 	fmt.Fprintln(tw, "TAG\tIMAGE\tSTATE\tINDEXED\tOSTREE\tFILES\tREASON")
 	for _, row := range tagRows(rep) {
 		img := row.image
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", row.ref, short(img.Digest.String()), img.State,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", shortRef(row.ref), short(img.Digest.String()), img.State,
 			indexed(img), materialized(img.Materialized), img.Files, oneLine(img.Reason, 60))
 	}
 	tw.Flush()
@@ -180,6 +180,15 @@ func oneLine(s string, n int) string {
 		return s[:n-1] + "…"
 	}
 	return s
+}
+
+// shortRef shortens the digest of a history name (ns/stream@sha256:…);
+// the IMAGE column has the digest already.
+func shortRef(ref string) string {
+	if i := strings.Index(ref, "@sha256:"); i >= 0 && len(ref) > i+8+12 {
+		return ref[:i+8+12]
+	}
+	return ref
 }
 
 func short(d string) string {
