@@ -281,7 +281,7 @@ func serve(parent context.Context, c serveConfig) error {
 				return errors.New("the first scan of the source has not finished")
 			}
 			return nil
-		}, Profiling: c.pprof, GC: gcHook(mat)}), ReadHeaderTimeout: 10 * time.Second}
+		}, Alive: newMountProbe(c.mountpoint).alive, Profiling: c.pprof, GC: gcHook(mat)}), ReadHeaderTimeout: 10 * time.Second}
 		wg.Go(func() {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http listener: %w", err)

@@ -19,6 +19,10 @@ import (
 
 // Probes tell whether the daemon is alive and ready.
 type Probes struct {
+	// Alive, when set, reports nil while the daemon can serve: the FUSE
+	// mount answers. /healthz fails otherwise, so that a wedged daemon is
+	// restarted.
+	Alive func() error
 	// Ready reports nil once the mount is up and the first scan of the
 	// source was delivered.
 	Ready func() error
@@ -39,6 +43,12 @@ func Handler(reg *status.Registry, cache func() index.CacheStats, probes Probes)
 	)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if probes.Alive != nil {
+			if err := probes.Alive(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {

@@ -37,11 +37,16 @@ func TestEndpoints(t *testing.T) {
 	reg.UpdateImage(img, func(s *status.Image) {
 		s.State, s.Layers, s.BytesTotal, s.Refs = status.Indexing, []digest.Digest{layer}, 1000, []string{"ns/app:latest"}
 	})
-	var ready atomic.Bool
+	var ready, wedged atomic.Bool
 	srv := httptest.NewServer(httpapi.Handler(reg, func() index.CacheStats { return index.CacheStats{Hits: 7, Misses: 3} },
 		httpapi.Probes{Ready: func() error {
 			if !ready.Load() {
 				return errors.New("starting")
+			}
+			return nil
+		}, Alive: func() error {
+			if wedged.Load() {
+				return errors.New("the mount does not answer")
 			}
 			return nil
 		}}))
@@ -50,6 +55,11 @@ func TestEndpoints(t *testing.T) {
 	if code, _ := get(t, srv, "/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz = %d", code)
 	}
+	wedged.Store(true)
+	if code, body := get(t, srv, "/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "does not answer") {
+		t.Errorf("/healthz of a wedged daemon = %d %q, want 503 with the reason", code, body)
+	}
+	wedged.Store(false)
 	if code, _ := get(t, srv, "/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz before ready = %d, want 503", code)
 	}
