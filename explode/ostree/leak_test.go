@@ -4,61 +4,33 @@ import (
 	"archive/tar"
 	"context"
 	"fmt"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/explodefs/explodefs/index"
+	"github.com/explodefs/explodefs/test/procself"
 )
 
-// openFiles lists what the process's descriptors point at, at the
-// quietest of a few looks: the worker opens directories of refs/ for a
-// moment when it brings refs up to date after each change.
 func openFiles(t *testing.T) []string {
 	t.Helper()
-	var least []string
-	for i := range 20 {
-		if got := lookAtFiles(t); i == 0 || len(got) < len(least) {
-			least = got
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return least
-}
-
-func lookAtFiles(t *testing.T) []string {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
+	files, err := procself.OpenFiles()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, e := range ents {
-		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
-		out = append(out, e.Name()+" -> "+target)
-	}
-	return out
+	return files
 }
 
 func rssKiB(t *testing.T) int {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/status")
+	n, err := procself.RSSKiB()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.Fields(v)[0])
-			return n
-		}
-	}
-	t.Fatal("no VmRSS")
-	return 0
+	return n
 }
 
 // TestHundredImagesKeepDescriptorsAndMemoryFlat runs one materializer, as

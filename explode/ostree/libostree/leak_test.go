@@ -1,37 +1,30 @@
 package libostree
 
 import (
-	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"testing"
+
+	"github.com/explodefs/explodefs/test/procself"
 )
 
 func openFDs(t *testing.T) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
+	files, err := procself.OpenFiles()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
+	return len(files)
 }
 
 func rssKiB(t *testing.T) int {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/status")
+	n, err := procself.RSSKiB()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.Fields(v)[0])
-			return n
-		}
-	}
-	t.Fatal("no VmRSS")
-	return 0
+	return n
 }
 
 // TestRepeatedUseDoesNotLeak opens a repository, commits, lists refs,
