@@ -98,6 +98,9 @@ type Store interface {
 	// DeleteLayer removes a layer and everything recorded for it,
 	// including its content objects.
 	DeleteLayer(ctx context.Context, layer digest.Digest) error
+	// Layers calls fn with the info of every completed layer, in digest
+	// order; garbage collection finds what no image holds with it.
+	Layers(ctx context.Context, fn func(LayerInfo) error) error
 
 	// ContentObjects calls fn for every content object recorded for a
 	// layer's entries, in (Offset, Meta) order. A layer with none

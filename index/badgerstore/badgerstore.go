@@ -188,6 +188,18 @@ func (s *Store) Layer(_ context.Context, d digest.Digest) (index.LayerInfo, erro
 	return info, nil
 }
 
+// Layers implements index.Store: the completion markers, in key and so
+// digest order.
+func (s *Store) Layers(ctx context.Context, fn func(index.LayerInfo) error) error {
+	return s.scanKeys(ctx, []byte{'l'}, func(k, v []byte) error {
+		var info index.LayerInfo
+		if err := json.Unmarshal(v, &info); err != nil {
+			return fmt.Errorf("completion marker of layer %s: %w: %w", string(k[1:]), ErrCorrupt, err)
+		}
+		return fn(info)
+	})
+}
+
 // scan calls fn with every value under prefix, in key order, and returns
 // how many there were.
 func (s *Store) scan(ctx context.Context, prefix []byte, fn func(v []byte) error) (int64, error) {

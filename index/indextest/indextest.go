@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +32,8 @@ func Run(t *testing.T, newStore NewStore) {
 		{"AbortDiscards", testAbortDiscards},
 		{"RewriteReplaces", testRewriteReplaces},
 		{"DeleteLayer", testDeleteLayer},
+		{"LayersListsCompletedInDigestOrder", testLayersList},
+		{"LayersCallbackErrorStops", testLayersCallbackError},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ClearingDoesNotDisturbOtherWriters", testClearingDoesNotDisturbOtherWriters},
 		{"ManyEntries", testManyEntries},
@@ -268,6 +271,61 @@ func testDeleteLayer(t *testing.T, s index.Store) {
 	}
 	if got := readEntries(t, s, keep); len(got) != 4 {
 		t.Errorf("other layer lost entries: %d", len(got))
+	}
+}
+
+func testLayersList(t *testing.T, s index.Store) {
+	ctx := context.Background()
+	var want []digest.Digest
+	for i := range 5 {
+		d := LayerDigest(200 + i)
+		write(t, s, d, SampleEntries(i+1), SampleSpans(1))
+		want = append(want, d)
+	}
+	// Neither a deleted layer nor an unfinished pass is listed.
+	if err := s.DeleteLayer(ctx, want[2]); err != nil {
+		t.Fatal(err)
+	}
+	want = slices.Delete(want, 2, 3)
+	w, err := s.NewLayerWriter(ctx, LayerDigest(300))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	if err := w.AddEntry(SampleEntries(1)[0]); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(want)
+	var got []digest.Digest
+	err = s.Layers(ctx, func(info index.LayerInfo) error {
+		got = append(got, info.Digest)
+		if info.Compression != index.Gzip || info.CompressedSize != 123 || info.Entries < 1 {
+			t.Errorf("layer %s listed with %+v", info.Digest, info)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Layers listed %v, want %v", got, want)
+	}
+}
+
+func testLayersCallbackError(t *testing.T, s index.Store) {
+	for i := range 3 {
+		write(t, s, LayerDigest(400+i), SampleEntries(1), nil)
+	}
+	stop := errors.New("stop")
+	n := 0
+	err := s.Layers(context.Background(), func(index.LayerInfo) error { n++; return stop })
+	if !errors.Is(err, stop) || n != 1 {
+		t.Errorf("Layers after the callback failed: %d calls, err %v", n, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Layers(ctx, func(index.LayerInfo) error { return nil }); !errors.Is(err, context.Canceled) {
+		t.Errorf("Layers with a cancelled context: %v", err)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -119,6 +121,26 @@ func (s *Store) DeleteLayer(_ context.Context, d digest.Digest) error {
 	defer s.mu.Unlock()
 	delete(s.layers, d)
 	delete(s.objects, d)
+	return nil
+}
+
+// Layers implements index.Store.
+func (s *Store) Layers(ctx context.Context, fn func(index.LayerInfo) error) error {
+	s.mu.RLock()
+	infos := make([]index.LayerInfo, 0, len(s.layers))
+	for _, l := range s.layers {
+		infos = append(infos, l.info)
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(infos, func(a, b index.LayerInfo) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
+	for _, info := range infos {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(info); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
