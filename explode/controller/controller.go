@@ -99,7 +99,12 @@ type Controller struct {
 	queue      []digest.Digest
 	wake       chan struct{}
 	flights    map[digest.Digest]*layerFlight
-	synced     bool
+	// unreferenced holds when each indexed layer was first seen held by
+	// no wanted image; collecting holds layers whose data a garbage
+	// collection is deleting, closed when it is done (gc.go).
+	unreferenced map[digest.Digest]time.Time
+	collecting   map[digest.Digest]chan struct{}
+	synced       bool
 	// settle returns freed memory to the OS once the work is done.
 	settle *time.Timer
 }
@@ -166,6 +171,9 @@ func New(store index.Store, reader LayerReleaser, pub Publisher, reg *status.Reg
 		streamRefs: map[string][]digest.Digest{},
 		wake:       make(chan struct{}, 1),
 		flights:    map[digest.Digest]*layerFlight{},
+
+		unreferenced: map[digest.Digest]time.Time{},
+		collecting:   map[digest.Digest]chan struct{}{},
 	}
 	reg.SetRefs(c.imageRefs)
 	return c

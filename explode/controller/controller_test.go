@@ -67,6 +67,7 @@ type countingStore struct {
 	mu      sync.Mutex
 	passes  map[digest.Digest]int
 	damaged map[digest.Digest]int // reads of a layer left to fail
+	gate    *gate                 // holds deletions (gc_test.go)
 }
 
 func (s *countingStore) NewLayerWriter(ctx context.Context, d digest.Digest) (index.LayerWriter, error) {
@@ -115,12 +116,13 @@ func (s *countingStore) Spans(ctx context.Context, d digest.Digest) ([]index.Spa
 }
 
 type harness struct {
-	root   string
-	pub    *recorder
-	store  *countingStore
-	reg    *status.Registry
-	ctrl   *controller.Controller
-	reader *index.Reader
+	root     string
+	cacheDir string
+	pub      *recorder
+	store    *countingStore
+	reg      *status.Registry
+	ctrl     *controller.Controller
+	reader   *index.Reader
 }
 
 // start runs a controller with an oci-dir source over a temporary root.
@@ -143,6 +145,7 @@ func start(t *testing.T, configure ...func(*controller.Options)) *harness {
 	for _, f := range configure {
 		f(&opts)
 	}
+	h.cacheDir = opts.CacheDir
 	h.reader = index.NewReader(h.store, index.BlobOpenerFunc(func(ctx context.Context, d digest.Digest) (index.Blob, error) {
 		return h.ctrl.OpenLayer(ctx, d)
 	}), index.ReaderOptions{

@@ -106,6 +106,11 @@ func (c *Controller) ensureLayers(ctx context.Context, layers []manifest.Layer) 
 // is indexed already or another image's worker is running it right now.
 func (c *Controller) ensureLayer(ctx context.Context, l manifest.Layer) error {
 	c.mu.Lock()
+	// A layer being garbage collected is indexed again once it is gone.
+	if err := c.waitCollected(ctx, l.Digest); err != nil {
+		c.mu.Unlock()
+		return err
+	}
 	if f, ok := c.flights[l.Digest]; ok {
 		c.mu.Unlock()
 		select {

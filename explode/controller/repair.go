@@ -16,7 +16,7 @@ import (
 // fails the images with the reason.
 func (c *Controller) LayerDamaged(layer digest.Digest, cause error) {
 	c.mu.Lock()
-	if c.repairing[layer] {
+	if c.repairing[layer] || c.collecting[layer] != nil {
 		c.mu.Unlock()
 		return
 	}

@@ -140,6 +140,13 @@ func (r *retiredLayers) add(layer digest.Digest, srcs []blob.Source) {
 	}
 }
 
+func (r *retiredLayers) remove(layer digest.Digest) {
+	if _, ok := r.sources[layer]; ok {
+		delete(r.sources, layer)
+		r.order = slices.DeleteFunc(r.order, func(d digest.Digest) bool { return d == layer })
+	}
+}
+
 // appendNew appends the sources of more that list lacks, by name.
 func appendNew(list []blob.Source, more ...blob.Source) []blob.Source {
 	for _, src := range more {
