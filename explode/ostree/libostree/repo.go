@@ -427,6 +427,27 @@ func (r *Repo) Prune() (PruneStats, error) {
 	return PruneStats{Objects: int(total), Pruned: int(pruned), Bytes: uint64(size)}, nil
 }
 
+// PruneEstimate says what Prune would delete once every ref but keep
+// were deleted, and deletes nothing: a dry run of a GC that is about to
+// drop refs.
+func (r *Repo) PruneEstimate(keep []string) (PruneStats, error) {
+	var total, pruned C.gint
+	var size C.guint64
+	err := r.call(func() error {
+		ckeep := C.CString(strings.Join(keep, "\x00") + "\x00")
+		defer C.free(unsafe.Pointer(ckeep))
+		var cerr *C.char
+		if C.ex_prune_estimate(r.ptr, C.int(len(keep)), ckeep, &total, &pruned, &size, &cerr) == 0 {
+			return takeError(cerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return PruneStats{}, fmt.Errorf("estimating a prune of ostree repo %s: %w", r.path, err)
+	}
+	return PruneStats{Objects: int(total), Pruned: int(pruned), Bytes: uint64(size)}, nil
+}
+
 // CommitMetadata returns commit's metadata value under key: a string as
 // it is, a list of strings one per line, anything else as GVariant text.
 // It returns false when the commit has no such key.

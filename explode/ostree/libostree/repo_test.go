@@ -276,12 +276,27 @@ func TestPruneKeepsReachableAndRemovesTheRest(t *testing.T) {
 	if have, _ := r.HasFile(only); !have {
 		t.Fatal("prune removed an object a ref reaches")
 	}
+	// A dry run for dropping the ref counts what the prune then deletes,
+	// and deletes nothing.
+	estimate, err := r.PruneEstimate([]string{"keep"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if have, _ := r.HasFile(only); !have {
+		t.Fatal("a prune estimate removed an object")
+	}
+	if none, err := r.PruneEstimate([]string{"keep", "drop"}); err != nil || none.Pruned != 0 {
+		t.Errorf("an estimate keeping every ref would prune %d objects (%v)", none.Pruned, err)
+	}
 	if err := r.DeleteRef("drop"); err != nil {
 		t.Fatal(err)
 	}
 	st, err := r.Prune()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if estimate.Pruned != st.Pruned || estimate.Bytes != st.Bytes || estimate.Bytes == 0 {
+		t.Errorf("estimated %d objects (%d bytes), pruned %d (%d bytes)", estimate.Pruned, estimate.Bytes, st.Pruned, st.Bytes)
 	}
 	if st.Pruned < 2 { // the file and the commit at least
 		t.Errorf("prune removed %d objects, want the dropped commit's", st.Pruned)

@@ -248,6 +248,24 @@ int ex_prune(OstreeRepo *repo, gint *total, gint *pruned, guint64 *bytes, char *
   return 1;
 }
 
+// ex_prune_estimate counts the objects, and their bytes, that a prune would
+// delete once every ref but the nkeep NUL-separated ones in keep were
+// gone, and deletes nothing.
+int ex_prune_estimate(OstreeRepo *repo, int nkeep, const char *keep, gint *total, gint *pruned, guint64 *bytes,
+                      char **err) {
+  GError *error = NULL;
+  g_autoptr(GHashTable) reachable = ostree_repo_traverse_new_reachable();
+  for (int i = 0; i < nkeep; i++) {
+    g_autofree char *rev = NULL;
+    if (!ostree_repo_resolve_rev(repo, keep, FALSE, &rev, &error)) return fail(error, err);
+    if (!ostree_repo_traverse_commit_union(repo, rev, 0, reachable, NULL, &error)) return fail(error, err);
+    keep += strlen(keep) + 1;
+  }
+  OstreeRepoPruneOptions opts = {.flags = OSTREE_REPO_PRUNE_FLAGS_NO_PRUNE, .reachable = reachable};
+  if (!ostree_repo_prune_from_reachable(repo, &opts, total, pruned, bytes, NULL, &error)) return fail(error, err);
+  return 1;
+}
+
 // ex_commit_metadata returns a commit's metadata value under key: a string
 // as it is, an array of strings one per line, anything else printed as
 // GVariant text. NULL with no *err means the key is absent.

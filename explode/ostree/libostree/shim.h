@@ -47,5 +47,7 @@ char *ex_list_refs(OstreeRepo *repo, const char *prefix, char **err);
 int ex_resolve(OstreeRepo *repo, const char *ref, char *out, int *found, char **err);
 int ex_fsck_file(OstreeRepo *repo, const char *checksum, char **err);
 int ex_prune(OstreeRepo *repo, gint *total, gint *pruned, guint64 *bytes, char **err);
+int ex_prune_estimate(OstreeRepo *repo, int nkeep, const char *keep, gint *total, gint *pruned, guint64 *bytes,
+                      char **err);
 void ex_trim_memory(void);
 char *ex_commit_metadata(OstreeRepo *repo, const char *checksum, const char *key, char **err);
