@@ -50,8 +50,8 @@ type imageCommit struct {
 	mu sync.Mutex
 	// same maps small files' contents to the objects written for them.
 	same map[sameContent]libostree.Checksum
-	// buffers holds the read-ahead's buffers for small files.
-	buffers sync.Pool
+	// buffers holds the read-ahead's batch buffers (contents.go).
+	buffers chan *[]byte
 	// sums holds the object of each regular file, by inode.
 	sums []libostree.Checksum
 	// added collects, per layer, the objects written for its entries, to

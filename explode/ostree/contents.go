@@ -7,29 +7,45 @@ import (
 	"io"
 	"sync"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/explodefs/explodefs/explode/ostree/libostree"
 	"github.com/explodefs/explodefs/index"
 )
 
-// Read-ahead bounds: up to readAheadFiles small files (each at most
-// smallFile bytes, so 16 MiB in all) are read ahead of the writers, so
-// that inflating them (on the reader goroutine) overlaps hashing and
-// writing them (on the repository's writer threads). A large file is read
-// by the writer that writes it, so that while it inflates and hashes one,
-// the reader and the other writers go on with the files after it.
+// Read-ahead bounds. Small files (up to smallFile bytes) are read ahead
+// of the writers into batches of up to batchBytes and batchFiles, and a
+// batch is written in one call into libostree: one handoff between
+// threads, and one call, for many files. Up to readAheadBatches wait for a
+// writer, so that inflating them (on the reader goroutine) overlaps
+// hashing and writing them (on the repository's writer threads). A large
+// file is read by the writer that writes it, so that while it inflates
+// and hashes one, the reader and the other writers go on with the files
+// after it.
 const (
-	readAheadFiles = 64
-	smallFile      = 256 << 10
+	smallFile        = 256 << 10
+	batchBytes       = 1 << 20
+	batchFiles       = 64
+	readAheadBatches = 8
 )
 
-// fileContent is a file read ahead of its write: a small file whole, in
-// buf, a large one not yet.
-type fileContent struct {
-	f    regularFile
-	data []byte
-	buf  *[]byte
-	err  error
+// batch is what the reader hands a writer: small files read whole into
+// one buffer, or one large file not read yet, or the error that stopped
+// the reader at file f.
+type batch struct {
+	small []smallContent
+	buf   *[]byte
+	large *regularFile
+	f     regularFile
+	err   error
+}
+
+// smallContent is a small file of a batch, at off in the batch's buffer.
+type smallContent struct {
+	f   regularFile
+	off int
 }
 
 // writeContents reads files on one goroutine and writes them on
@@ -37,16 +53,20 @@ type fileContent struct {
 func (c *imageCommit) writeContents(ctx context.Context, files []regularFile) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	contents := make(chan fileContent, readAheadFiles)
-	go c.readAhead(ctx, files, contents)
+	batches := make(chan batch, readAheadBatches)
+	c.buffers = make(chan *[]byte, readAheadBatches+c.m.opts.Writers+1)
+	go c.readAhead(ctx, files, batches)
+	stopWriteBack := make(chan struct{})
+	defer close(stopWriteBack)
+	go c.writeBack(stopWriteBack)
 	var wg sync.WaitGroup
 	for range c.m.opts.Writers {
 		wg.Go(func() {
 			// The loop runs on a writer thread: no hop between threads
-			// per file.
+			// per batch.
 			err := c.txn.OnWriter(func(w *libostree.Writer) error {
-				for fc := range contents {
-					if err := c.writeContent(ctx, w, fc); err != nil {
+				for b := range batches {
+					if err := c.writeBatch(ctx, w, b); err != nil {
 						return err
 					}
 				}
@@ -67,62 +87,133 @@ func (c *imageCommit) writeContents(ctx context.Context, files []regularFile) er
 	return nil
 }
 
-// writeContent writes one file on w's thread.
-func (c *imageCommit) writeContent(ctx context.Context, w *libostree.Writer, fc fileContent) error {
-	f := fc.f
-	if fc.err != nil {
-		return c.fileError(f, fc.err)
+// writeBackBytes is how many bytes of objects are written between two
+// write-backs of the repository's filesystem.
+const writeBackBytes = 64 << 20
+
+// writeBack has the repository's filesystem write back the objects the
+// commit wrote, each time another writeBackBytes were written, until stop
+// closes. The transaction's commit syncs the filesystem anyway; without
+// this it would wait there for the whole image to reach the disk, which
+// sat idle while the files were inflated, hashed and written. It is best
+// effort: a failure here fails the commit's own sync, if it persists.
+func (c *imageCommit) writeBack(stop <-chan struct{}) {
+	fd, err := unix.Open(c.m.repo.Path(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
 	}
-	defer c.putBuffer(fc.buf)
-	dedupe := f.size <= sameMax
-	var key sameContent
-	if dedupe {
-		key = sameContent{sum: sha256.Sum256(fc.data), meta: f.meta}
-		c.mu.Lock()
-		sum, ok := c.same[key]
-		c.mu.Unlock()
-		if ok {
-			c.done(f, sum, false)
-			return nil
+	defer unix.Close(fd)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var last int64
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		if done := c.bytesDone.Load(); done-last >= writeBackBytes {
+			last = done
+			_ = unix.Syncfs(fd)
 		}
 	}
-	in, _ := c.view.Stat(f.ino)
-	meta := fileMeta(&in, syscall.S_IFREG)
-	var sum libostree.Checksum
-	var err error
-	if f.size > smallFile {
-		sum, err = w.WriteFile(meta, f.size, c.fileReader(ctx, f, true))
-	} else {
-		sum, err = w.WriteBytes(meta, fc.data)
+}
+
+// writeBatch writes one batch on w's thread. Small files whose bytes and
+// metadata another file of the image had take that file's object, and
+// the rest are written in one call.
+func (c *imageCommit) writeBatch(ctx context.Context, w *libostree.Writer, b batch) error {
+	if b.err != nil {
+		return c.fileError(b.f, b.err)
+	}
+	if b.large != nil {
+		f := *b.large
+		in, _ := c.view.Stat(f.ino)
+		sum, err := w.WriteFile(fileMeta(&in, syscall.S_IFREG), f.size, c.fileReader(ctx, f, true))
+		if err != nil {
+			return c.fileError(f, err)
+		}
+		c.done(f, sum, true)
+		return nil
+	}
+	defer c.putBuffer(b.buf)
+	buf := *b.buf
+	var (
+		todo  []libostree.BatchFile
+		owner []regularFile
+		keys  []sameContent
+		// twins maps a file to the earlier one of the batch with the same
+		// bytes and metadata, whose object it takes once written.
+		twins map[int]int
+		first = map[sameContent]int{}
+	)
+	for i, sc := range b.small {
+		f := sc.f
+		data := buf[sc.off : sc.off+int(f.size)]
+		var key sameContent
+		if f.size <= sameMax {
+			key = sameContent{sum: sha256.Sum256(data), meta: f.meta}
+			c.mu.Lock()
+			sum, ok := c.same[key]
+			c.mu.Unlock()
+			if ok {
+				c.done(f, sum, false)
+				continue
+			}
+			if j, ok := first[key]; ok {
+				if twins == nil {
+					twins = map[int]int{}
+				}
+				twins[i] = j
+				continue
+			}
+			first[key] = len(todo)
+		}
+		in, _ := c.view.Stat(f.ino)
+		todo = append(todo, libostree.BatchFile{Meta: fileMeta(&in, syscall.S_IFREG), Off: sc.off, Len: int(f.size)})
+		owner = append(owner, f)
+		keys = append(keys, key)
+	}
+	sums := make([]libostree.Checksum, len(todo))
+	n, err := w.WriteBatch(buf, todo, sums)
+	for k := range n {
+		f := owner[k]
+		if f.size <= sameMax {
+			c.mu.Lock()
+			if len(c.same) < maxSameContents {
+				c.same[keys[k]] = sums[k]
+			}
+			c.mu.Unlock()
+		}
+		c.done(f, sums[k], true)
 	}
 	if err != nil {
-		return c.fileError(f, err)
+		return c.fileError(owner[n], err)
 	}
-	if dedupe {
-		c.mu.Lock()
-		if len(c.same) < maxSameContents {
-			c.same[key] = sum
-		}
-		c.mu.Unlock()
+	for i, j := range twins {
+		c.done(b.small[i].f, sums[j], false)
 	}
-	c.done(f, sum, true)
 	return nil
 }
 
-// Small files are read into buffers of smallFile bytes that go back to a
-// pool once written, so that the read-ahead does not allocate (and the
-// kernel zero) a fresh buffer for each.
+// Batches are read into buffers of batchBytes that go back to a free list
+// once written, so that the read-ahead neither allocates (and the kernel
+// zeroes) a fresh buffer for each nor loses its buffers at every garbage
+// collection, as a sync.Pool would.
 func (c *imageCommit) getBuffer() *[]byte {
-	if p, ok := c.buffers.Get().(*[]byte); ok {
+	select {
+	case p := <-c.buffers:
 		return p
+	default:
+		b := make([]byte, batchBytes)
+		return &b
 	}
-	b := make([]byte, smallFile)
-	return &b
 }
 
 func (c *imageCommit) putBuffer(p *[]byte) {
-	if p != nil {
-		c.buffers.Put(p)
+	select {
+	case c.buffers <- p:
+	default:
 	}
 }
 
@@ -149,26 +240,58 @@ func (c *imageCommit) done(f regularFile, sum libostree.Checksum, written bool) 
 	c.report(false)
 }
 
-// readAhead reads small files in order for writeContents, giving way to
-// foreground reads before each file, and passes large ones on unread.
-func (c *imageCommit) readAhead(ctx context.Context, files []regularFile, contents chan<- fileContent) {
-	defer close(contents)
+// readAhead reads small files in order into batches for writeContents,
+// giving way to foreground reads before each file, and passes large ones
+// on unread.
+func (c *imageCommit) readAhead(ctx context.Context, files []regularFile, batches chan<- batch) {
+	defer close(batches)
+	send := func(b batch) bool {
+		select {
+		case batches <- b:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	var cur batch
+	used := 0
+	flush := func() bool {
+		if len(cur.small) == 0 {
+			return true
+		}
+		b := cur
+		cur, used = batch{}, 0
+		return send(b)
+	}
 	for _, f := range files {
 		if _, err := c.m.reader.YieldToForeground(ctx, c.m.opts.YieldQuiet, c.m.opts.YieldMax); err != nil {
 			return
 		}
-		fc := fileContent{f: f}
-		if f.size <= smallFile {
-			fc.buf = c.getBuffer()
-			fc.data = (*fc.buf)[:f.size]
-			_, fc.err = io.ReadFull(c.fileReader(ctx, f, false), fc.data)
+		if f.size > smallFile {
+			if !flush() || !send(batch{large: &f}) {
+				return
+			}
+			continue
 		}
-		select {
-		case contents <- fc:
-		case <-ctx.Done():
+		if len(cur.small) == batchFiles || used+int(f.size) > batchBytes {
+			if !flush() {
+				return
+			}
+		}
+		if cur.buf == nil {
+			cur.buf = c.getBuffer()
+		}
+		data := (*cur.buf)[used : used+int(f.size)]
+		if _, err := io.ReadFull(c.fileReader(ctx, f, false), data); err != nil {
+			if flush() {
+				send(batch{f: f, err: err})
+			}
 			return
 		}
+		cur.small = append(cur.small, smallContent{f: f, off: used})
+		used += int(f.size)
 	}
+	flush()
 }
 
 // sameContent identifies a small file's object before libostree hashes

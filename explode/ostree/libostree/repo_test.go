@@ -538,3 +538,66 @@ func TestNiceThreads(t *testing.T) {
 		t.Errorf("%d threads still at niceness 7 after Close", got)
 	}
 }
+
+// A batch gives each file the object a write of its own gives, and names
+// the file that failed.
+func TestWriteBatchEqualsSingleWrites(t *testing.T) {
+	r := newRepo(t)
+	txn, err := r.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Abort()
+	capability := Xattr{Name: "security.capability", Value: []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}}
+	contents := []string{"first", "", "third file", "first"}
+	metas := []FileMeta{
+		{UID: 0, GID: 0, Mode: syscall.S_IFREG | 0o644},
+		{UID: 1000, GID: 100, Mode: syscall.S_IFREG | 0o600},
+		{UID: 0, GID: 0, Mode: syscall.S_IFREG | 0o4755, Xattrs: []Xattr{capability, {Name: "user.a", Value: []byte("b")}}},
+		{UID: 0, GID: 0, Mode: syscall.S_IFREG | 0o755},
+	}
+	var buf []byte
+	var files []BatchFile
+	for i, s := range contents {
+		files = append(files, BatchFile{Meta: metas[i], Off: len(buf), Len: len(s)})
+		buf = append(buf, s...)
+	}
+	sums := make([]Checksum, len(files))
+	err = txn.OnWriter(func(w *Writer) error {
+		n, err := w.WriteBatch(buf, files, sums)
+		if err != nil || n != len(files) {
+			t.Errorf("wrote %d of %d: %v", n, len(files), err)
+		}
+		for i, s := range contents {
+			single, err := w.WriteBytes(metas[i], []byte(s))
+			if err != nil {
+				return err
+			}
+			if single != sums[i] {
+				t.Errorf("file %d: batch object %s, single write %s", i, sums[i], single)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sums[0] == sums[3] {
+		t.Error("files with equal bytes and other modes got one object")
+	}
+	// A file OSTree refuses stops the batch there.
+	bad := append(slices.Clone(files[:2]), BatchFile{Meta: FileMeta{Mode: syscall.S_IFIFO | 0o644}}, files[2])
+	err = txn.OnWriter(func(w *Writer) error {
+		n, err := w.WriteBatch(buf, bad, make([]Checksum, len(bad)))
+		if n != 2 || err == nil {
+			t.Errorf("a batch with a fifo in third place wrote %d, err %v", n, err)
+		}
+		if _, err := w.WriteBatch(buf, []BatchFile{{Off: len(buf) - 1, Len: 2}}, make([]Checksum, 1)); err == nil {
+			t.Error("a file past the batch's buffer was written")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -20,6 +20,9 @@ void ex_variant_unref(GVariant *v);
 
 int ex_write_regfile_inline(OstreeRepo *repo, guint32 uid, guint32 gid, guint32 mode, GVariant *xattrs,
                             const guint8 *buf, gsize len, char *out, char **err);
+int ex_write_regfiles_inline(OstreeRepo *repo, int n, const guint32 *uids, const guint32 *gids,
+                             const guint32 *modes, GVariant *const *xattrs, const guint8 *buf, const gsize *offs,
+                             const gsize *lens, char *out, char **err);
 OstreeContentWriter *ex_regfile_begin(OstreeRepo *repo, guint32 uid, guint32 gid, guint32 mode,
                                       guint64 len, GVariant *xattrs, char **err);
 int ex_regfile_write(OstreeContentWriter *w, const guint8 *buf, gsize len, char **err);

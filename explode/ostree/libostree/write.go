@@ -202,6 +202,65 @@ func (w *Writer) WriteBytes(meta FileMeta, data []byte) (Checksum, error) {
 	return checksumOut(&out)
 }
 
+// BatchFile is one file of a batch written with WriteBatch: its metadata
+// and where its bytes lie in the batch's buffer.
+type BatchFile struct {
+	Meta     FileMeta
+	Off, Len int
+}
+
+// WriteBatch writes many small regular files, whose bytes all lie in buf,
+// in one call into libostree, and puts each file's object checksum in
+// sums, which must be as long as files. It returns how many files it
+// wrote; when it fails, files[n] is the file that failed.
+func (w *Writer) WriteBatch(buf []byte, files []BatchFile, sums []Checksum) (int, error) {
+	if len(sums) < len(files) {
+		return 0, fmt.Errorf("writing %d file objects: room for %d checksums", len(files), len(sums))
+	}
+	if len(files) == 0 {
+		return 0, nil
+	}
+	uids := make([]C.guint32, len(files))
+	gids := make([]C.guint32, len(files))
+	modes := make([]C.guint32, len(files))
+	offs := make([]C.gsize, len(files))
+	lens := make([]C.gsize, len(files))
+	// The GVariants are C memory, so a Go slice may hold them.
+	xattrs := make([]*C.GVariant, len(files))
+	defer func() {
+		for _, x := range xattrs {
+			C.ex_variant_unref(x)
+		}
+	}()
+	for i, f := range files {
+		if f.Off < 0 || f.Len < 0 || f.Off+f.Len > len(buf) {
+			return 0, fmt.Errorf("writing file object %d: bytes %d+%d outside the batch's %d", i, f.Off, f.Len, len(buf))
+		}
+		uids[i], gids[i], modes[i] = C.guint32(f.Meta.UID), C.guint32(f.Meta.GID), C.guint32(f.Meta.Mode)
+		offs[i], lens[i] = C.gsize(f.Off), C.gsize(f.Len)
+		xattrs[i] = newXattrs(f.Meta.Xattrs)
+	}
+	var p *C.guint8
+	if len(buf) > 0 {
+		p = (*C.guint8)(unsafe.Pointer(&buf[0]))
+	}
+	out := make([]byte, len(files)*65)
+	var cerr *C.char
+	n := int(C.ex_write_regfiles_inline(w.txn.repo.ptr, C.int(len(files)), &uids[0], &gids[0], &modes[0],
+		&xattrs[0], p, &offs[0], &lens[0], (*C.char)(unsafe.Pointer(&out[0])), &cerr))
+	for i := range n {
+		sum, err := ParseChecksum(string(out[i*65 : i*65+64]))
+		if err != nil {
+			return i, err
+		}
+		sums[i] = sum
+	}
+	if n < len(files) {
+		return n, fmt.Errorf("writing file object of %d bytes: %w", files[n].Len, takeError(cerr))
+	}
+	return n, nil
+}
+
 // writeStream writes a large file chunk by chunk, reading src on the
 // writer thread, so that the content writer stays on one thread.
 func (w *Writer) writeStream(meta FileMeta, size int64, src io.Reader) (Checksum, error) {
