@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -168,12 +169,18 @@ func (fs *imageFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fu
 		return nil, fuse.Status(syscall.ESTALE)
 	}
 	fs.root.stats.reads.Add(1)
+	if obs := fs.root.opts.Reads; obs != nil {
+		defer observeSince(obs, time.Now())
+	}
 	if int(in.Size) < len(buf) {
 		buf = buf[:in.Size]
 	}
 	res, errno := n.Read(&fuse.Context{Caller: in.Caller, Cancel: cancel}, nil, buf, int64(in.Offset))
 	return res, fuse.Status(errno)
 }
+
+// observeSince tells obs how long the read that started at start took.
+func observeSince(obs ReadObserver, start time.Time) { obs.ObserveRead(time.Since(start)) }
 
 // Flush answers ENOSYS so the kernel stops sending FLUSH on close for the
 // whole mount. Opens that Open answers carry FOPEN_NOFLUSH instead; the

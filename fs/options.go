@@ -12,6 +12,14 @@ import (
 // error.
 type ContentReader = index.LayerReader
 
+// ReadObserver hears of every READ of an image file the daemon answers.
+type ReadObserver interface {
+	// ObserveRead is given the time the daemon spent answering one READ,
+	// from handing it to the file to having the reply's bytes; failed
+	// reads count too.
+	ObserveRead(took time.Duration)
+}
+
 // Default cache timeouts. Image content is immutable, so the kernel may keep
 // it for long; the catalog moves, so its entries expire quickly even when an
 // invalidation is lost.
@@ -48,6 +56,11 @@ type Options struct {
 	// image files without asking the daemon at all. Only the Options
 	// given to NewRoot count.
 	Backer Backer
+	// Reads, when set, hears how long each READ of an image file took
+	// the daemon to answer: lazy reads, since passthrough reads never
+	// reach it. It is called on the read path, so it must be cheap.
+	// Only the Options given to NewRoot count.
+	Reads ReadObserver
 	// Logger receives errors that a FUSE reply can only carry as an errno.
 	// Nil discards them.
 	Logger *slog.Logger

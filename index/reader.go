@@ -98,7 +98,8 @@ func NewReader(store Store, blobs BlobOpener, opts ReaderOptions) *Reader {
 	}
 }
 
-// CacheStats reports the span cache's hits, misses and size.
+// CacheStats reports the span cache's hits, misses and size, and the
+// bytes inflated into it.
 func (r *Reader) CacheStats() CacheStats { return r.cache.stats() }
 
 // Close releases open blobs and inflaters.
@@ -408,16 +409,18 @@ func (r *Reader) openSpan(ctx context.Context, layer digest.Digest, l *openLayer
 		return nil, &LayerError{Layer: layer, Err: fmt.Errorf("span %d: %d digest bytes for %d bytes of data: %w", i, len(sp.Digests), length, ErrCorrupt)}
 	}
 	var next io.ReadCloser
+	var inflated *atomic.Int64
 	if l.info.Compression == Gzip {
 		var err error
 		if next, err = r.gzipStream(ctx, layer, l, i); err != nil {
 			return nil, &LayerError{Layer: layer, Err: fmt.Errorf("span %d at offset %d: %w", i, sp.Out, err)}
 		}
+		inflated = &r.cache.inflated
 	} else {
 		next = io.NopCloser(io.NewSectionReader(l.data, start, end-start))
 	}
 	buf, backing := r.cache.buffers.get(length)
-	return &spanData{size: int64(length), buf: buf, backing: backing, next: next, digests: sp.Digests}, nil
+	return &spanData{size: int64(length), buf: buf, backing: backing, next: next, digests: sp.Digests, inflated: inflated}, nil
 }
 
 func (r *Reader) gzipStream(ctx context.Context, layer digest.Digest, l *openLayer, i int) (io.ReadCloser, error) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -32,6 +33,9 @@ type spanData struct {
 	next    io.ReadCloser
 	digests []byte
 	err     error // sticky: a span that failed verification stays failed
+	// inflated, when set, counts the bytes next inflates: set for spans
+	// of gzip layers only, whose reads cost decompression.
+	inflated *atomic.Int64
 }
 
 // readAt copies span bytes at off into p, inflating and verifying as far
@@ -71,6 +75,9 @@ func (s *spanData) inflateChunk() error {
 		s.fail(fmt.Errorf("inflating bytes %d-%d of the span: %w", start, end, err))
 		return s.err
 	}
+	if s.inflated != nil {
+		s.inflated.Add(int64(end - start))
+	}
 	i := start / VerifyChunkSize
 	if sum := sha256.Sum256(chunk); !bytes.Equal(sum[:], s.digests[i*32:(i+1)*32]) {
 		s.fail(fmt.Errorf("bytes %d-%d of the span: %w", start, end, ErrSpanCorrupt))
@@ -107,6 +114,9 @@ type spanCache struct {
 	inflight map[spanKey]*inflight
 	hits     int64
 	misses   int64
+	// inflated is apart from mu: spans add to it chunk by chunk while
+	// they inflate, under their own locks.
+	inflated atomic.Int64
 	buffers  bufferPool
 }
 
@@ -253,12 +263,17 @@ func (c *spanCache) clear() {
 // CacheStats reports the span cache's use.
 type CacheStats struct {
 	Hits, Misses, Bytes, Capacity int64
+	// Inflated counts the bytes inflated from gzip checkpoints into spans
+	// since the Reader was made, by reads and by their prefetch: the
+	// decompression work lazy reads cost. Uncompressed layers and zstd
+	// copies are read without inflating and do not count.
+	Inflated int64
 }
 
 func (c *spanCache) stats() CacheStats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return CacheStats{Hits: c.hits, Misses: c.misses, Bytes: c.used, Capacity: c.capacity}
+	return CacheStats{Hits: c.hits, Misses: c.misses, Bytes: c.used, Capacity: c.capacity, Inflated: c.inflated.Load()}
 }
 
 // spanBufferSize fits every span of the default spacing: the indexer cuts

@@ -15,6 +15,7 @@ import (
 	"github.com/explodefs/explodefs/explode/blob"
 	"github.com/explodefs/explodefs/explode/blob/distribution"
 	"github.com/explodefs/explodefs/explode/blob/registry"
+	"github.com/explodefs/explodefs/explode/metrics"
 	"github.com/explodefs/explodefs/explode/source"
 	"github.com/explodefs/explodefs/explode/source/openshift"
 )
@@ -67,7 +68,7 @@ func registryHostFromEnv() string {
 	return net.JoinHostPort(host, port)
 }
 
-func newOpenShiftSource(c clusterConfig, resync time.Duration, log *slog.Logger) (source.Source, error) {
+func newOpenShiftSource(c clusterConfig, resync time.Duration, log *slog.Logger, obs *metrics.Metrics) (source.Source, error) {
 	env := openshift.ClientOptionsFromEnv(os.Getenv)
 	env.Kubeconfig, env.Insecure = c.kubeconfig, c.apiInsecure
 	cfg, err := openshift.RESTConfig(env)
@@ -81,7 +82,7 @@ func newOpenShiftSource(c clusterConfig, resync time.Duration, log *slog.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("client for %s: %w", cfg.Host, err)
 	}
-	blobsFor, err := newBlobsFor(c, log)
+	blobsFor, err := newBlobsFor(c, log, obs)
 	if err != nil {
 		return nil, err
 	}
@@ -90,19 +91,23 @@ func newOpenShiftSource(c clusterConfig, resync time.Duration, log *slog.Logger)
 		host = registryHostFromEnv()
 	}
 	log.Info("watching image streams", "server", cfg.Host, "namespace", c.namespace, "blob_source", c.blobSources, "registry_host", host)
-	return openshift.New(client, blobsFor,
+	opts := []openshift.Option{
 		openshift.WithNamespace(c.namespace),
 		openshift.WithFilter(openshift.Filter{RegistryHost: host, External: c.externalImages, HistoryDepth: c.historyDepth}),
 		openshift.WithResync(resync),
 		openshift.WithLogger(log),
-	), nil
+	}
+	if obs != nil {
+		opts = append(opts, openshift.WithRestartObserver(obs))
+	}
+	return openshift.New(client, blobsFor, opts...), nil
 }
 
 // newBlobsFor turns --blob-source into each stream's blob source: the
 // registry's storage is shared by all streams, its API is read per
 // repository, and several are tried in order, so that a pull-through blob
 // the storage lacks comes over the API.
-func newBlobsFor(c clusterConfig, log *slog.Logger) (openshift.BlobsFor, error) {
+func newBlobsFor(c clusterConfig, log *slog.Logger, obs *metrics.Metrics) (openshift.BlobsFor, error) {
 	var storages []blob.Source
 	var apis []*registry.Registry
 	var order []string
@@ -120,6 +125,9 @@ func newBlobsFor(c clusterConfig, log *slog.Logger) (openshift.BlobsFor, error) 
 			opts, err := registryOptions(c, log)
 			if err != nil {
 				return nil, err
+			}
+			if obs != nil {
+				opts = append(opts, registry.WithErrorObserver(obs))
 			}
 			reg, err := registry.New(raw, opts...)
 			if err != nil {

@@ -34,7 +34,7 @@ func TestSystemdUnitFlags(t *testing.T) {
 			t.Errorf("the unit does not set --%s", name)
 		}
 	}
-	if _, err := newSource(cmd.Flags().Lookup("source").Value.String(), serveConfig{}, nil); err != nil {
+	if _, err := newSource(cmd.Flags().Lookup("source").Value.String(), serveConfig{}, nil, nil); err != nil {
 		t.Errorf("the unit's source: %v", err)
 	}
 }

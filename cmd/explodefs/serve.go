@@ -21,11 +21,13 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/explodefs/explodefs/explode/controller"
 	"github.com/explodefs/explodefs/explode/httpapi"
 	"github.com/explodefs/explodefs/explode/manifest"
+	"github.com/explodefs/explodefs/explode/metrics"
 	"github.com/explodefs/explodefs/explode/ostree"
 	"github.com/explodefs/explodefs/explode/source"
 	"github.com/explodefs/explodefs/explode/source/ocidir"
@@ -130,7 +132,9 @@ func newLogger(level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("log format %q: want text or json", format)
 }
 
-func newSource(spec string, c serveConfig, log *slog.Logger) (source.Source, error) {
+// newSource makes the source spec names; obs, when set, counts what its
+// registry and watches do.
+func newSource(spec string, c serveConfig, log *slog.Logger, obs *metrics.Metrics) (source.Source, error) {
 	kind, arg, _ := strings.Cut(spec, ":")
 	switch kind {
 	case "oci-dir":
@@ -139,7 +143,7 @@ func newSource(spec string, c serveConfig, log *slog.Logger) (source.Source, err
 		}
 		return ocidir.New(arg, ocidir.WithLogger(log), ocidir.WithResync(c.resync)), nil
 	case "openshift":
-		return newOpenShiftSource(c.cluster, c.resync, log)
+		return newOpenShiftSource(c.cluster, c.resync, log, obs)
 	}
 	return nil, fmt.Errorf("source %q: unknown kind %q (supported: openshift, oci-dir:PATH)", spec, kind)
 }
@@ -157,7 +161,9 @@ func serve(parent context.Context, c serveConfig) error {
 	if err != nil || maxLayerSize == 0 || maxLayerSize > math.MaxInt64 {
 		return fmt.Errorf("--max-layer-size %q: want a positive size such as 64GiB", c.maxLayerSize)
 	}
-	src, err := newSource(c.source, c, log)
+	// The collectors the daemon's parts feed, one set per daemon.
+	obs := metrics.New()
+	src, err := newSource(c.source, c, log, obs)
 	if err != nil {
 		return err
 	}
@@ -174,7 +180,8 @@ func serve(parent context.Context, c serveConfig) error {
 			return err
 		}
 	}
-	store, err := badgerstore.Open(filepath.Join(c.stateDir, "index"), badgerstore.WithLogger(log))
+	indexDir := filepath.Join(c.stateDir, "index")
+	store, err := badgerstore.Open(indexDir, badgerstore.WithLogger(log))
 	if err != nil {
 		return err
 	}
@@ -193,6 +200,8 @@ func serve(parent context.Context, c serveConfig) error {
 	defer reader.Close()
 
 	reg := status.NewRegistry()
+	collectors := []prometheus.Collector{obs}
+	diskParts := []metrics.DiskPart{{Name: "index", Dir: indexDir}, {Name: "cache", Dir: cacheDir}}
 	var mat *ostree.Materializer
 	if c.materialize {
 		repo := c.ostreeRepo
@@ -203,14 +212,17 @@ func serve(parent context.Context, c serveConfig) error {
 		if prune == 0 {
 			prune = -1
 		}
-		mat, err = ostree.New(store, reader, reg, ostree.Options{RepoPath: repo, PruneInterval: prune, Logger: log})
+		mat, err = ostree.New(store, reader, reg, ostree.Options{RepoPath: repo, PruneInterval: prune, Commits: obs, Logger: log})
 		if err != nil {
 			return err
 		}
+		collectors = append(collectors, metrics.QueueLength(mat.Queued))
+		diskParts = append(diskParts, metrics.DiskPart{Name: "ostree", Dir: repo})
 		defer mat.Close()
 		path, mode := mat.Repo()
 		log.Info("materializing images as OSTree commits", "repo", path, "mode", mode.String())
 	}
+	collectors = append(collectors, metrics.NewDiskUsage(metrics.DefaultDiskInterval, diskParts...))
 
 	if c.allowSuid && c.allowOther {
 		log.Warn("--allow-suid with --allow-other lets any local user run the images' setuid binaries as their owners")
@@ -220,6 +232,7 @@ func serve(parent context.Context, c serveConfig) error {
 		AllowSuid:    c.allowSuid,
 		AllowDevices: c.allowDevices,
 		ImageTimeout: c.imageTimeout,
+		Reads:        obs,
 		Logger:       log,
 		Debug:        c.fuseDebug,
 	}
@@ -281,7 +294,7 @@ func serve(parent context.Context, c serveConfig) error {
 				return errors.New("the first scan of the source has not finished")
 			}
 			return nil
-		}, Alive: newMountProbe(c.mountpoint).alive, Profiling: c.pprof, GC: gcHook(mat)}), ReadHeaderTimeout: 10 * time.Second}
+		}, Alive: newMountProbe(c.mountpoint).alive, Profiling: c.pprof, GC: gcHook(mat)}, collectors...), ReadHeaderTimeout: 10 * time.Second}
 		wg.Go(func() {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http listener: %w", err)

@@ -33,14 +33,18 @@ type Probes struct {
 	GC func(ctx context.Context) (any, error)
 }
 
-// Handler returns the mux with every endpoint.
-func Handler(reg *status.Registry, cache func() index.CacheStats, probes Probes) http.Handler {
+// Handler returns the mux with every endpoint. /metrics serves what it
+// derives from reg and cache at each scrape, Go's and the process's
+// metrics, and the extra collectors: those the daemon's parts feed as
+// they work (explode/metrics).
+func Handler(reg *status.Registry, cache func() index.CacheStats, probes Probes, extra ...prometheus.Collector) http.Handler {
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&statusCollector{reg: reg, cache: cache},
 	)
+	metrics.MustRegister(extra...)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if probes.Alive != nil {
@@ -86,14 +90,15 @@ func Handler(reg *status.Registry, cache func() index.CacheStats, probes Probes)
 }
 
 var (
-	imagesDesc = prometheus.NewDesc("explodefs_images", "Images by state.", []string{"state"}, nil)
-	layersDesc = prometheus.NewDesc("explodefs_layers", "Layers by state.", []string{"state"}, nil)
-	bytesDesc  = prometheus.NewDesc("explodefs_layer_bytes_indexed", "Compressed bytes read by layer passes, including running ones.", nil, nil)
-	cacheDesc  = prometheus.NewDesc("explodefs_span_cache_requests_total", "Span cache lookups by result.", []string{"result"}, nil)
-	cacheBytes = prometheus.NewDesc("explodefs_span_cache_bytes", "Bytes of inflated spans held in the cache.", nil, nil)
-	readsDesc  = prometheus.NewDesc("explodefs_fuse_image_reads_total", "READ requests for image files the daemon answered (passthrough reads never reach it).", nil, nil)
-	opensDesc  = prometheus.NewDesc("explodefs_fuse_image_opens_total", "Opens of image files answered, by mode.", []string{"mode"}, nil)
-	matDesc    = prometheus.NewDesc("explodefs_images_materialized", "Images by OSTree materialization state.", []string{"state"}, nil)
+	imagesDesc   = prometheus.NewDesc("explodefs_images", "Images by state.", []string{"state"}, nil)
+	layersDesc   = prometheus.NewDesc("explodefs_layers", "Layers by state.", []string{"state"}, nil)
+	bytesDesc    = prometheus.NewDesc("explodefs_layer_bytes_indexed", "Compressed bytes read by layer passes, including running ones.", nil, nil)
+	cacheDesc    = prometheus.NewDesc("explodefs_span_cache_requests_total", "Span cache lookups by result.", []string{"result"}, nil)
+	cacheBytes   = prometheus.NewDesc("explodefs_span_cache_bytes", "Bytes of inflated spans held in the cache.", nil, nil)
+	inflatedDesc = prometheus.NewDesc("explodefs_bytes_inflated_total", "Bytes inflated from gzip layers' checkpoints by lazy reads and their read-ahead, including reads of the materializer.", nil, nil)
+	readsDesc    = prometheus.NewDesc("explodefs_fuse_image_reads_total", "READ requests for image files the daemon answered (passthrough reads never reach it).", nil, nil)
+	opensDesc    = prometheus.NewDesc("explodefs_fuse_image_opens_total", "Opens of image files answered, by mode.", []string{"mode"}, nil)
+	matDesc      = prometheus.NewDesc("explodefs_images_materialized", "Images by OSTree materialization state.", []string{"state"}, nil)
 )
 
 // statusCollector derives metrics from the status registry at scrape time,
@@ -104,7 +109,7 @@ type statusCollector struct {
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{imagesDesc, layersDesc, bytesDesc, cacheDesc, cacheBytes, readsDesc, opensDesc, matDesc} {
+	for _, d := range []*prometheus.Desc{imagesDesc, layersDesc, bytesDesc, cacheDesc, cacheBytes, inflatedDesc, readsDesc, opensDesc, matDesc} {
 		ch <- d
 	}
 }
@@ -142,4 +147,5 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(cacheDesc, prometheus.CounterValue, float64(st.Hits), "hit")
 	ch <- prometheus.MustNewConstMetric(cacheDesc, prometheus.CounterValue, float64(st.Misses), "miss")
 	ch <- prometheus.MustNewConstMetric(cacheBytes, prometheus.GaugeValue, float64(st.Bytes))
+	ch <- prometheus.MustNewConstMetric(inflatedDesc, prometheus.CounterValue, float64(st.Inflated))
 }

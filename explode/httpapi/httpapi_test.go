@@ -6,13 +6,20 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/explodefs/explodefs/explode/httpapi"
+	"github.com/explodefs/explodefs/explode/metrics"
 	"github.com/explodefs/explodefs/explode/status"
 	"github.com/explodefs/explodefs/index"
 )
@@ -85,5 +92,100 @@ func TestEndpoints(t *testing.T) {
 	}
 	if code, _ := get(t, srv, "/debug/pprof/"); code == http.StatusOK {
 		t.Error("pprof is served without being asked for")
+	}
+}
+
+// scrape reads /metrics with Prometheus's own parser and returns every
+// sample as "name{label=value,...}": counters and gauges by value,
+// histograms as name_count and name_sum.
+func scrape(t *testing.T, srv *httptest.Server) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	out := map[string]float64{}
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			var kv []string
+			for _, l := range m.GetLabel() {
+				kv = append(kv, l.GetName()+"="+l.GetValue())
+			}
+			labels := ""
+			if len(kv) > 0 {
+				sort.Strings(kv)
+				labels = "{" + strings.Join(kv, ",") + "}"
+			}
+			switch {
+			case m.Counter != nil:
+				out[name+labels] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				out[name+labels] = m.Gauge.GetValue()
+			case m.Histogram != nil:
+				out[name+"_count"+labels] = float64(m.Histogram.GetSampleCount())
+				out[name+"_sum"+labels] = m.Histogram.GetSampleSum()
+			}
+		}
+	}
+	return out
+}
+
+// The metrics the daemon's parts feed, and the bytes inflated of the span
+// cache, are served and move with what they count.
+func TestMetricsMove(t *testing.T) {
+	reg := status.NewRegistry()
+	var inflated atomic.Int64
+	obs := metrics.New()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "index.sst"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	queued := atomic.Int64{}
+	srv := httptest.NewServer(httpapi.Handler(reg, func() index.CacheStats { return index.CacheStats{Inflated: inflated.Load()} },
+		httpapi.Probes{Ready: func() error { return nil }},
+		obs, metrics.QueueLength(func() int { return int(queued.Load()) }),
+		metrics.NewDiskUsage(time.Hour, metrics.DiskPart{Name: "index", Dir: dir})))
+	defer srv.Close()
+
+	before := scrape(t, srv)
+	for key, want := range map[string]float64{
+		"explodefs_bytes_inflated_total":                               0,
+		"explodefs_fuse_read_duration_seconds_count":                   0,
+		"explodefs_materialize_duration_seconds_count{result=success}": 0,
+		"explodefs_materialize_queue_length":                           0,
+	} {
+		if got, ok := before[key]; !ok || got != want {
+			t.Errorf("before: %s = %v (present %v), want %v", key, got, ok, want)
+		}
+	}
+	if got := before["explodefs_disk_bytes{part=index}"]; got < 1<<20 {
+		t.Errorf("disk bytes of an index of a 1 MiB file: %v", got)
+	}
+
+	inflated.Add(3 << 20)
+	queued.Store(2)
+	obs.ObserveRead(4 * time.Millisecond)
+	obs.ObserveCommit(2*time.Second, nil)
+	obs.RegistryError("blob_read", "connection")
+	obs.WatchRestarted("watch")
+	after := scrape(t, srv)
+	for key, want := range map[string]float64{
+		"explodefs_bytes_inflated_total":                                 3 << 20,
+		"explodefs_fuse_read_duration_seconds_count":                     1,
+		"explodefs_materialize_duration_seconds_count{result=success}":   1,
+		"explodefs_materialize_duration_seconds_sum{result=success}":     2,
+		"explodefs_materialize_queue_length":                             2,
+		"explodefs_registry_errors_total{class=connection,op=blob_read}": 1,
+		"explodefs_watch_restarts_total{kind=watch}":                     1,
+	} {
+		if got, ok := after[key]; !ok || got != want {
+			t.Errorf("after: %s = %v (present %v), want %v", key, got, ok, want)
+		}
 	}
 }

@@ -89,8 +89,21 @@ type Options struct {
 	Writers int
 	// Nice is the scheduling niceness of the threads that hash and write
 	// objects, so that the kernel prefers FUSE readers. 10 when zero.
-	Nice   int
-	Logger *slog.Logger
+	Nice int
+	// Commits, when set, hears of every commit that finished, for
+	// metrics.
+	Commits CommitObserver
+	Logger  *slog.Logger
+}
+
+// CommitObserver hears how long each image's commit took. A commit cut
+// short by shutdown, or skipped because the image was committed before,
+// is not reported.
+type CommitObserver interface {
+	// ObserveCommit is given the time from taking the image off the
+	// queue to its outcome, and the error it failed with (nil when it
+	// was committed).
+	ObserveCommit(took time.Duration, err error)
 }
 
 // Defaults for Options.
@@ -279,6 +292,15 @@ func (m *Materializer) release(images []digest.Digest) {
 			m.queue = slices.DeleteFunc(m.queue, func(q digest.Digest) bool { return q == d })
 		}
 	}
+}
+
+// Queued returns how many images wait for a commit: new ones, and failed
+// ones waiting to be tried again. The image being committed is not
+// counted.
+func (m *Materializer) Queued() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.queue)
 }
 
 func (m *Materializer) enqueue(d digest.Digest, img *imageState) {

@@ -116,6 +116,13 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, Options{})
+}
+
+// newFixtureWith runs a materializer with opts, its repository, pruning
+// and logger set by the fixture.
+func newFixtureWith(t *testing.T, opts Options) *fixture {
+	t.Helper()
 	if _, err := exec.LookPath("ostree"); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("ostree CLI missing: %v", err)
@@ -126,8 +133,8 @@ func newFixture(t *testing.T) *fixture {
 		wants: &fakeWants{images: map[digest.Digest]bool{}, tags: map[string]bool{}}}
 	f.reader = &countingReader{Reader: index.NewReader(f.store, f.blobs, index.ReaderOptions{}), bytes: map[digest.Digest]int64{}}
 	t.Cleanup(func() { f.reader.Close() })
-	m, err := New(f.store, f.reader, f.reg, Options{RepoPath: filepath.Join(t.TempDir(), "repo"), PruneInterval: -1,
-		Logger: slog.New(slog.DiscardHandler)})
+	opts.RepoPath, opts.PruneInterval, opts.Logger = filepath.Join(t.TempDir(), "repo"), -1, slog.New(slog.DiscardHandler)
+	m, err := New(f.store, f.reader, f.reg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

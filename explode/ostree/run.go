@@ -106,6 +106,9 @@ func (m *Materializer) runImage(ctx context.Context, d digest.Digest, view *inde
 		// redoes the image.
 		return
 	}
+	if m.opts.Commits != nil {
+		m.opts.Commits.ObserveCommit(time.Since(started), err)
+	}
 	if err == nil {
 		attrs := append([]any{"image", d, "commit", commit, "took", time.Since(started).Round(time.Millisecond)}, c.stats.logAttrs()...)
 		m.log.Info("image materialized", attrs...)

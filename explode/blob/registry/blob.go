@@ -99,7 +99,7 @@ func (b *remoteBlob) readAt(p []byte, off int64) (int, error) {
 // attempt stopped.
 func (b *remoteBlob) readRange(q []byte, off int64) (int, error) {
 	got := 0
-	err := b.src.reg.retry.do(b.ctx, func(ctx context.Context) error {
+	err := b.src.reg.try(b.ctx, OpBlobRead, func(ctx context.Context) error {
 		for got < len(q) {
 			n, err := b.fetch(ctx, q[got:], off+int64(got))
 			got += n

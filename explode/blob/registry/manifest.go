@@ -39,7 +39,7 @@ func (s *Source) openManifest(ctx context.Context, d digest.Digest) (blob.Blob, 
 	}
 	u := (&url.URL{Scheme: s.reg.base.Scheme, Host: s.reg.base.Host, Path: "/v2/" + s.repo.RepositoryStr() + "/manifests/" + d.String()}).String()
 	var body []byte
-	err = s.reg.retry.do(ctx, func(ctx context.Context) error {
+	err = s.reg.try(ctx, OpManifest, func(ctx context.Context) error {
 		body, err = fetchManifest(ctx, client, u)
 		return err
 	})
@@ -97,7 +97,11 @@ func (s *Source) openBlobOrManifest(ctx context.Context, d digest.Digest) (blob.
 	m, merr := s.openManifest(ctx, d)
 	if merr != nil {
 		if errors.Is(merr, fs.ErrNotExist) {
-			return nil, err // neither: report the blob's absence
+			// Neither: report the blob's absence. Only now is the
+			// 404 an error: every manifest read by digest costs one
+			// on the blob first.
+			s.reg.noteError(ctx, OpBlobHead, err)
+			return nil, err
 		}
 		return nil, merr
 	}

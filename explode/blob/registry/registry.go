@@ -47,6 +47,7 @@ type Registry struct {
 	// ReadAt is not held to one request timeout.
 	maxRequest int64
 	ahead      readAhead
+	errs       ErrorObserver
 
 	mu      sync.Mutex
 	sources map[string]*Source // by repository
@@ -60,6 +61,7 @@ type config struct {
 	retry      retryPolicy
 	maxRequest int64
 	ahead      readAhead
+	errs       ErrorObserver
 }
 
 // Option configures a Registry.
@@ -117,6 +119,10 @@ func WithReadAhead(first, maxWindow int64) Option {
 		c.ahead = readAhead{first: first, max: max(first, maxWindow)}
 	}
 }
+
+// WithErrorObserver reports every failed request to obs, for metrics;
+// see ErrorObserver.
+func WithErrorObserver(obs ErrorObserver) Option { return func(c *config) { c.errs = obs } }
 
 // Defaults: a span read of the index (1 MiB) fits one request, which a
 // slow registry serves well within the timeout; five attempts over about
@@ -176,6 +182,7 @@ func New(rawURL string, opts ...Option) (*Registry, error) {
 		insecure:   c.insecure,
 		maxRequest: c.maxRequest,
 		ahead:      c.ahead,
+		errs:       c.errs,
 		sources:    map[string]*Source{},
 	}, nil
 }

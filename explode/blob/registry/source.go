@@ -102,7 +102,7 @@ func (s *Source) open(ctx context.Context, d digest.Digest) (*remoteBlob, error)
 	}
 	u := (&url.URL{Scheme: s.reg.base.Scheme, Host: s.reg.base.Host, Path: "/v2/" + s.repo.RepositoryStr() + "/blobs/" + d.String()}).String()
 	var size int64
-	err = s.reg.retry.do(ctx, func(ctx context.Context) error {
+	err = s.reg.try(ctx, OpBlobHead, func(ctx context.Context) error {
 		size, err = blobSize(ctx, client, u, d)
 		return err
 	})
@@ -124,7 +124,7 @@ func (s *Source) httpClient(ctx context.Context) (*http.Client, error) {
 		return s.client, nil
 	}
 	var rt http.RoundTripper
-	err := s.reg.retry.do(ctx, func(ctx context.Context) error {
+	err := s.reg.try(ctx, OpHandshake, func(ctx context.Context) error {
 		auth, err := authn.Resolve(ctx, s.reg.keychain, s.repo)
 		if err != nil {
 			return &configError{fmt.Errorf("credentials: %w", err)}

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -152,20 +151,23 @@ func (b *remoteBlob) closeStreams() {
 }
 
 // openStream asks for window bytes at off, once: whatever goes wrong, the
-// caller falls back to a plain read, which has the retries.
+// caller falls back to a plain read, which has the retries. A request
+// that fails is reported to the ErrorObserver; an answer of another
+// range is not, because plain reads cope with it.
 func (b *remoteBlob) openStream(off, window int64) (*stream, error) {
 	end := min(b.size, off+window)
 	ctx, cancel := context.WithCancel(b.ctx)
 	timer := time.AfterFunc(b.src.reg.retry.timeout, cancel)
 	resp, cr, err := b.request(ctx, off, end-1)
 	if !timer.Stop() && err == nil {
-		err = errors.New("timed out")
+		err = fmt.Errorf("timed out: %w", context.DeadlineExceeded)
 	}
 	if err != nil {
 		if resp != nil {
 			resp.Body.Close()
 		}
 		cancel()
+		b.src.reg.noteError(b.ctx, OpBlobRead, err)
 		return nil, err
 	}
 	if cr.whole || cr.last != end-1 {
@@ -211,6 +213,9 @@ func (b *remoteBlob) readSequential(q []byte, off int64) int {
 		s.close()
 		b.remember(next, b.grow(s.window))
 	default:
+		// A stream that stalled or ended early is a failed request
+		// too, although a plain read takes over.
+		b.src.reg.noteError(b.ctx, OpBlobRead, &shortBodyError{err})
 		s.close()
 		b.remember(next, s.window)
 	}

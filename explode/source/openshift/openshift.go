@@ -36,6 +36,7 @@ type Source struct {
 	filter    Filter
 	resync    time.Duration
 	log       *slog.Logger
+	restarts  RestartObserver
 }
 
 var _ source.Source = (*Source)(nil)
@@ -69,15 +70,14 @@ func New(client imageclient.Interface, blobsFor BlobsFor, opts ...Option) *Sourc
 // Run reports every stream to sink until ctx ends. Events go through a
 // rate-limited workqueue keyed by stream, so a burst of updates to one
 // stream is handled once, with its latest state. The informer relists
-// after a watch drop or a 410 Gone by itself, and the queue is fed from
-// the informer's cache, so no update is lost.
+// after a watch drop or a 410 Gone by itself (WithRestartObserver hears
+// of it), and the queue is fed from the informer's cache, so no update is
+// lost.
 func (s *Source) Run(ctx context.Context, sink source.Sink) error {
-	factoryOpts := []imageinformers.SharedInformerOption{}
-	if s.namespace != "" {
-		factoryOpts = append(factoryOpts, imageinformers.WithNamespace(s.namespace))
-	}
-	factory := imageinformers.NewSharedInformerFactoryWithOptions(s.client, s.resync, factoryOpts...)
-	informer := factory.Image().V1().ImageStreams()
+	// The factory starts and stops the informer; newInformer builds it,
+	// for the namespace watched, so that its restarts can be counted.
+	factory := imageinformers.NewSharedInformerFactory(s.client, s.resync)
+	informer := factory.InformerFor(&imagev1.ImageStream{}, s.newInformer)
 	queue := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "imagestreams"})
 	defer queue.ShutDown()
@@ -90,7 +90,7 @@ func (s *Source) Run(ctx context.Context, sink source.Sink) error {
 		}
 		queue.Add(key)
 	}
-	handler, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	handler, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    enqueue,
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
 		DeleteFunc: enqueue,
@@ -105,7 +105,7 @@ func (s *Source) Run(ctx context.Context, sink source.Sink) error {
 	if !cache.WaitForCacheSync(ctx.Done(), handler.HasSynced) {
 		return ctx.Err()
 	}
-	lister := informer.Lister()
+	lister := imagelisters.NewImageStreamLister(informer.GetIndexer())
 	// Resyncs and unrelated updates redeliver streams that did not
 	// change; only changes reach the sink, so backoffs downstream hold.
 	reported := map[string]source.Stream{}
