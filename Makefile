@@ -12,7 +12,7 @@ LISTEN      ?= 127.0.0.1:9797
 FUZZTIME    ?= 20s
 BIN         := bin/explodefs
 
-.PHONY: all deps build run test unit fuzz e2e bench vet clean test-infra
+.PHONY: all deps build run test unit fuzz e2e container bench vet clean test-infra
 
 all: build
 
@@ -56,7 +56,7 @@ test-infra: deps
 
 # The unit tests run under the race detector.
 unit: deps test-infra
-	go test -race -count=1 $$(go list ./... | grep -v /test/e2e)
+	go test -race -count=1 $$(go list ./... | grep -v -e /test/e2e -e /test/container)
 
 # Short coverage-guided runs of the fuzz targets of the layer pass and of
 # the zlib checkpointer; `make fuzz FUZZTIME=10m` for a longer hunt.
@@ -67,7 +67,14 @@ fuzz: deps
 e2e: deps
 	go test -count=1 -timeout 40m -v ./test/e2e/ 2>&1 | tee e2e.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} -eq 0
 
-test: vet unit fuzz e2e
+# The container image built from the Dockerfile with podman (the base
+# image is made first with debootstrap), run as a privileged container on
+# the demo image: the host must see and read its FUSE tree, and lose it
+# when the container stops.
+container: deps
+	go test -count=1 -timeout 30m -v ./test/container/
+
+test: vet unit fuzz e2e container
 
 # The openshift figures need the real API server and registry of the
 # tests, whose helpers take a testing.TB, so they are a test that skips

@@ -7,6 +7,7 @@ packages=(
   gcc libc6-dev zlib1g-dev   # cgo: zlib checkpoints
   libostree-dev              # cgo: the OSTree materializer
   ostree runc                # tests: checkouts, fsck and running images
+  podman debootstrap         # the container image: hack/base-image.sh, test/container
   pkg-config
   gzip zstd                  # baselines and test image variants
   umoci                      # independent reference extraction for tests
