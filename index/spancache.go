@@ -137,7 +137,7 @@ func newSpanCache(capacity int64) *spanCache {
 		order:    list.New(),
 		byKey:    map[spanKey]*list.Element{},
 		inflight: map[spanKey]*inflight{},
-		buffers:  bufferPool{size: spanBufferSize},
+		buffers:  newBufferPool(spanBufferSize),
 	}
 }
 
@@ -282,10 +282,21 @@ const spanBufferSize = DefaultSpanSize + 256<<10
 
 // bufferPool recycles span buffers. Fresh memory costs a page fault per
 // 4 KiB on first write, which made a cold full read of an image spend as
-// long faulting in buffers as inflating into them.
+// long faulting in buffers as inflating into them. It is a free list of
+// at most spareSpanBuffers, not a sync.Pool: a pool is emptied by every
+// garbage collection, and a long sequential read (a materialization)
+// then faults in fresh buffers all along.
 type bufferPool struct {
-	size int
-	pool sync.Pool
+	size  int
+	spare chan *[]byte
+}
+
+// spareSpanBuffers bounds the buffers kept for reuse: a cache at capacity
+// frees one span for each it fills, so a few are enough.
+const spareSpanBuffers = 8
+
+func newBufferPool(size int) bufferPool {
+	return bufferPool{size: size, spare: make(chan *[]byte, spareSpanBuffers)}
 }
 
 // get returns an empty buffer with capacity n, and the pooled array
@@ -294,8 +305,10 @@ func (p *bufferPool) get(n int) (buf, backing []byte) {
 	if n > p.size {
 		return make([]byte, 0, n), nil
 	}
-	b, _ := p.pool.Get().(*[]byte)
-	if b == nil {
+	var b *[]byte
+	select {
+	case b = <-p.spare:
+	default:
 		fresh := make([]byte, p.size)
 		b = &fresh
 	}
@@ -303,7 +316,11 @@ func (p *bufferPool) get(n int) (buf, backing []byte) {
 }
 
 func (p *bufferPool) put(backing []byte) {
-	if backing != nil {
-		p.pool.Put(&backing)
+	if backing == nil {
+		return
+	}
+	select {
+	case p.spare <- &backing:
+	default:
 	}
 }

@@ -138,7 +138,12 @@ const chunkSize = 1 << 20
 // Writer writes file and symlink objects on one of the Repo's writer
 // threads, with no hop between threads per object: Txn.OnWriter hands it
 // to a function that runs there, and only that function may use it.
-type Writer struct{ txn *Txn }
+type Writer struct {
+	txn *Txn
+	// chunk is the buffer large files are read through, kept for the
+	// next one.
+	chunk []byte
+}
 
 // OnWriter runs fn on one of the Repo's writer threads, which it keeps
 // until fn returns; up to the Repo's Writers run at once.
@@ -274,7 +279,10 @@ func (w *Writer) writeStream(meta FileMeta, size int64, src io.Reader) (Checksum
 		if cw == nil {
 			return fmt.Errorf("starting: %w", takeError(cerr))
 		}
-		buf := make([]byte, min(size, chunkSize))
+		if len(w.chunk) == 0 {
+			w.chunk = make([]byte, chunkSize)
+		}
+		buf := w.chunk[:min(size, chunkSize)]
 		for left := size; left > 0; {
 			n, err := io.ReadFull(src, buf[:min(left, int64(len(buf)))])
 			if err != nil {
