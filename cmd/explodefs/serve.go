@@ -25,6 +25,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/explodefs/explodefs/explode/controller"
+	"github.com/explodefs/explodefs/explode/gc"
 	"github.com/explodefs/explodefs/explode/httpapi"
 	"github.com/explodefs/explodefs/explode/manifest"
 	"github.com/explodefs/explodefs/explode/metrics"
@@ -64,7 +65,8 @@ type serveConfig struct {
 	pprof        bool
 	materialize  bool
 	ostreeRepo   string
-	pruneEvery   time.Duration
+	gcEvery      time.Duration
+	gcGrace      time.Duration
 	cluster      clusterConfig
 }
 
@@ -111,7 +113,9 @@ Every flag can also be set through the environment variable named in its help.`,
 	f.BoolVar(&c.materialize, "materialize", true, "write every image as an OSTree commit in the background, and serve reads of committed images by FUSE passthrough")
 	f.StringVar(&c.ostreeRepo, "ostree-repo", "", "the OSTree repository images are committed to (bare as root, bare-user otherwise); default <state-dir>/ostree")
 	legacyEnv(f, "ostree-repo", "OSTREE_REPO_PATH")
-	f.DurationVar(&c.pruneEvery, "prune-interval", ostree.DefaultPruneInterval, "how often refs of images no stream names are deleted and unreachable OSTree objects pruned; 0 disables (explodefs gc still works)")
+	f.DurationVar(&c.gcEvery, "gc-interval", time.Hour, "how often what no stream references is collected: index records and caches of layers past --gc-grace, OSTree refs and records of images, unreachable OSTree objects; 0 disables (explodefs gc still works)")
+	legacyEnv(f, "gc-interval", "EXPLODEFS_PRUNE_INTERVAL")
+	f.DurationVar(&c.gcGrace, "gc-grace", time.Hour, "how long a layer's index and caches stay after the last image holding it left every stream")
 	addClusterFlags(f, &c.cluster)
 	bindEnv(f)
 	return cmd
@@ -208,11 +212,7 @@ func serve(parent context.Context, c serveConfig) error {
 		if repo == "" {
 			repo = filepath.Join(c.stateDir, "ostree")
 		}
-		prune := c.pruneEvery
-		if prune == 0 {
-			prune = -1
-		}
-		mat, err = ostree.New(store, reader, reg, ostree.Options{RepoPath: repo, PruneInterval: prune, Commits: obs, Logger: log})
+		mat, err = ostree.New(store, reader, reg, ostree.Options{RepoPath: repo, PruneInterval: -1, Commits: obs, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -277,6 +277,11 @@ func serve(parent context.Context, c serveConfig) error {
 		Logger:       log,
 	})
 
+	collector := &gcCollector{gc.Collector{Layers: ctrl, Grace: c.gcGrace, Log: log}}
+	if mat != nil {
+		collector.Repo = mat
+	}
+
 	var ready atomic.Bool
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -294,7 +299,7 @@ func serve(parent context.Context, c serveConfig) error {
 				return errors.New("the first scan of the source has not finished")
 			}
 			return nil
-		}, Alive: newMountProbe(c.mountpoint).alive, Profiling: c.pprof, GC: gcHook(mat)}, collectors...), ReadHeaderTimeout: 10 * time.Second}
+		}, Alive: newMountProbe(c.mountpoint).alive, Profiling: c.pprof, GC: collector.collect}, collectors...), ReadHeaderTimeout: 10 * time.Second}
 		wg.Go(func() {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http listener: %w", err)
@@ -312,6 +317,7 @@ func serve(parent context.Context, c serveConfig) error {
 		mat.SetWants(ctrl)
 		workers.Go(func() { mat.Run(ctx) })
 	}
+	workers.Go(func() { collector.Run(ctx, c.gcEvery) })
 	workers.Go(func() {
 		if err := src.Run(ctx, ctrl); err != nil {
 			errc <- fmt.Errorf("source %s: %w", c.source, err)
@@ -337,10 +343,9 @@ func serve(parent context.Context, c serveConfig) error {
 	return err
 }
 
-// gcHook serves POST /gc when the materializer runs.
-func gcHook(mat *ostree.Materializer) func(context.Context) (any, error) {
-	if mat == nil {
-		return nil
-	}
-	return func(ctx context.Context) (any, error) { return mat.GC(ctx) }
+// gcCollector adapts gc.Collector to the /gc endpoint.
+type gcCollector struct{ gc.Collector }
+
+func (g *gcCollector) collect(ctx context.Context, dryRun bool) (any, error) {
+	return g.Collect(ctx, dryRun)
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -30,7 +31,8 @@ type Probes struct {
 	Profiling bool
 	// GC, when set, serves POST /gc: it runs a garbage collection now and
 	// answers with what it did, as JSON.
-	GC func(ctx context.Context) (any, error)
+	// With ?dry-run=true it only says what would go.
+	GC func(ctx context.Context, dryRun bool) (any, error)
 }
 
 // Handler returns the mux with every endpoint. /metrics serves what it
@@ -71,7 +73,8 @@ func Handler(reg *status.Registry, cache func() index.CacheStats, probes Probes,
 	})
 	if probes.GC != nil {
 		mux.HandleFunc("POST /gc", func(w http.ResponseWriter, r *http.Request) {
-			res, err := probes.GC(r.Context())
+			dryRun, _ := strconv.ParseBool(r.URL.Query().Get("dry-run"))
+			res, err := probes.GC(r.Context(), dryRun)
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return

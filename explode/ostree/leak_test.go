@@ -53,7 +53,7 @@ func TestHundredImagesKeepDescriptorsAndMemoryFlat(t *testing.T) {
 		f.wants.mu.Unlock()
 		f.m.SetStream("ns", "s", map[string]digest.Digest{"latest": d}, map[digest.Digest]*index.View{d: view})
 		f.waitDone(d)
-		if _, err := f.m.GC(context.Background()); err != nil {
+		if _, err := f.m.GC(context.Background(), false); err != nil {
 			t.Fatal(err)
 		}
 		if err := f.store.DeleteLayer(context.Background(), top); err != nil {

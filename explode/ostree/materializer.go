@@ -138,7 +138,7 @@ type Materializer struct {
 	images  map[digest.Digest]*imageState
 	queue   []digest.Digest
 	wake    chan struct{}
-	gcCalls chan chan gcResult
+	gcCalls chan gcCall
 
 	verifiedMu sync.Mutex
 	verified   map[libostree.Checksum]bool
@@ -218,7 +218,7 @@ func New(store index.Store, reader ContentReader, reg *status.Registry, opts Opt
 		streams:  map[string]streamState{},
 		images:   map[digest.Digest]*imageState{},
 		wake:     make(chan struct{}, 1),
-		gcCalls:  make(chan chan gcResult),
+		gcCalls:  make(chan gcCall),
 		verified: map[libostree.Checksum]bool{},
 	}, nil
 }

@@ -311,9 +311,22 @@ func TestMaterializeRefsMetadataAndReuse(t *testing.T) {
 	delete(f.wants.images, a)
 	f.wants.mu.Unlock()
 	f.m.SetStream("ns", "s", map[string]digest.Digest{"latest": b}, map[digest.Digest]*index.View{b: viewB})
-	st, err := f.m.GC(context.Background())
+	dry, err := f.m.GC(context.Background(), true)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if have, _ := f.m.repo.HasFile(libostree.Checksum(objA)); !have || dry.Pruned == 0 || dry.Records != 1 {
+		t.Errorf("dry run = %+v, object kept %v; want objects and one record counted, nothing deleted", dry, have)
+	}
+	if _, err := f.store.Materialization(context.Background(), a); err != nil {
+		t.Errorf("a dry run deleted the record: %v", err)
+	}
+	st, err := f.m.GC(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Pruned != dry.Pruned || st.Bytes != dry.Bytes {
+		t.Errorf("pruned %d objects (%d bytes), the dry run said %d (%d bytes)", st.Pruned, st.Bytes, dry.Pruned, dry.Bytes)
 	}
 	if _, ok := f.resolve(ImageRef(a)); ok {
 		t.Error("ref of a removed image kept")

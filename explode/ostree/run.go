@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,7 +30,7 @@ func (m *Materializer) Run(ctx context.Context) {
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
 	for ctx.Err() == nil {
-		if err := m.syncRefs(ctx); err != nil {
+		if _, _, err := m.syncRefs(ctx, false); err != nil {
 			m.log.Warn("cannot bring OSTree refs up to date", "repo", m.repo.Path(), "err", err)
 		}
 		d, view, wait := m.next()
@@ -43,12 +44,12 @@ func (m *Materializer) Run(ctx context.Context) {
 		case <-m.wake:
 		case <-retry.C:
 		case <-prune:
-			if _, err := m.gc(ctx); err != nil {
+			if _, err := m.gc(ctx, false); err != nil {
 				m.log.Warn("scheduled OSTree prune failed", "repo", m.repo.Path(), "err", err)
 			}
-		case reply := <-m.gcCalls:
-			st, err := m.gc(ctx)
-			reply <- gcResult{st, err}
+		case call := <-m.gcCalls:
+			st, err := m.gc(ctx, call.dryRun)
+			call.reply <- gcResult{st, err}
 		}
 	}
 }
@@ -191,8 +192,9 @@ func (m *Materializer) record(ctx context.Context, d digest.Digest, rec index.Ma
 
 // syncRefs points every tag ref and image ref at the commit of the image
 // it shows, and deletes refs of images and tags that the sources no
-// longer name.
-func (m *Materializer) syncRefs(ctx context.Context) error {
+// longer name. It returns the refs it deleted and the commits every ref
+// left names. A dry run changes nothing and returns what it would have.
+func (m *Materializer) syncRefs(ctx context.Context, dryRun bool) (deleted []string, kept []libostree.Checksum, err error) {
 	m.mu.Lock()
 	want := map[string]libostree.Checksum{}
 	for d, img := range m.images {
@@ -212,27 +214,31 @@ func (m *Materializer) syncRefs(ctx context.Context) error {
 
 	have, err := m.repo.ListRefs("explodefs")
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	var errs []error
 	for ref, commit := range want {
-		if got, ok := have[ref]; !ok || got != commit {
+		kept = append(kept, commit)
+		if got, ok := have[ref]; (!ok || got != commit) && !dryRun {
 			errs = append(errs, m.repo.SetRef(ref, commit))
 		}
 	}
-	if wants == nil || !wants.Ready() {
-		return errors.Join(errs...)
-	}
-	for ref := range have {
-		if _, ok := want[ref]; ok || ctx.Err() != nil {
+	for ref, commit := range have {
+		if _, ok := want[ref]; ok {
 			continue
 		}
-		if m.unwanted(wants, ref) {
+		if wants == nil || !wants.Ready() || ctx.Err() != nil || !m.unwanted(wants, ref) {
+			kept = append(kept, commit)
+			continue
+		}
+		deleted = append(deleted, ref)
+		if !dryRun {
 			m.log.Info("deleting ref of an image or tag the sources no longer name", "ref", ref)
 			errs = append(errs, m.repo.DeleteRef(ref))
 		}
 	}
-	return errors.Join(errs...)
+	slices.Sort(deleted)
+	return deleted, kept, errors.Join(errs...)
 }
 
 // unwanted reports whether ref names an image or tag that no source names.
@@ -248,12 +254,21 @@ func (m *Materializer) unwanted(wants Wants, ref string) bool {
 	return false
 }
 
-// GCStats says what a GC did.
+// GCStats says what a GC did, or would do.
 type GCStats struct {
+	// PruneStats counts the objects the repository holds and those
+	// pruned, with their bytes.
 	libostree.PruneStats
+	// Refs lists the refs deleted, of images and tags no source names.
+	Refs []string `json:",omitempty"`
 	// Records counts materialization records of images no source names
 	// any more, deleted from the index.
 	Records int
+}
+
+type gcCall struct {
+	dryRun bool
+	reply  chan gcResult
 }
 
 type gcResult struct {
@@ -262,26 +277,29 @@ type gcResult struct {
 }
 
 // GC deletes the refs and records of images and tags the sources no
-// longer name and prunes objects no ref reaches. It runs on the worker,
-// between images, and waits for it.
-func (m *Materializer) GC(ctx context.Context) (GCStats, error) {
-	reply := make(chan gcResult, 1)
+// longer name and prunes objects no ref reaches; a dry run deletes
+// nothing and says what would go. It runs on the worker, between images,
+// and waits for it.
+func (m *Materializer) GC(ctx context.Context, dryRun bool) (GCStats, error) {
+	call := gcCall{dryRun: dryRun, reply: make(chan gcResult, 1)}
 	select {
-	case m.gcCalls <- reply:
+	case m.gcCalls <- call:
 	case <-ctx.Done():
 		return GCStats{}, ctx.Err()
 	}
 	select {
-	case r := <-reply:
+	case r := <-call.reply:
 		return r.stats, r.err
 	case <-ctx.Done():
 		return GCStats{}, ctx.Err()
 	}
 }
 
-func (m *Materializer) gc(ctx context.Context) (GCStats, error) {
+func (m *Materializer) gc(ctx context.Context, dryRun bool) (GCStats, error) {
 	var st GCStats
-	if err := m.syncRefs(ctx); err != nil {
+	deleted, kept, err := m.syncRefs(ctx, dryRun)
+	st.Refs = deleted
+	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
 	m.mu.Lock()
@@ -299,11 +317,24 @@ func (m *Materializer) gc(ctx context.Context) (GCStats, error) {
 			return st, fmt.Errorf("gc: %w", err)
 		}
 		for _, d := range gone {
-			if err := m.store.DeleteMaterialization(ctx, d); err != nil {
-				return st, fmt.Errorf("gc: %w", err)
+			if !dryRun {
+				if err := m.store.DeleteMaterialization(ctx, d); err != nil {
+					return st, fmt.Errorf("gc: %w", err)
+				}
 			}
 			st.Records++
 		}
+	}
+	if dryRun {
+		keep := make([]string, len(kept))
+		for i, c := range kept {
+			keep[i] = c.String()
+		}
+		st.PruneStats, err = m.repo.PruneEstimate(keep)
+		if err != nil {
+			return st, fmt.Errorf("gc: %w", err)
+		}
+		return st, nil
 	}
 	pruned, err := m.repo.Prune()
 	st.PruneStats = pruned
@@ -318,6 +349,6 @@ func (m *Materializer) gc(ctx context.Context) (GCStats, error) {
 		m.verifiedMu.Unlock()
 	}
 	m.log.Info("pruned OSTree repo", "repo", m.repo.Path(), "objects", pruned.Objects, "pruned", pruned.Pruned,
-		"bytes", pruned.Bytes, "records", st.Records)
+		"bytes", pruned.Bytes, "records", st.Records, "refs", len(st.Refs))
 	return st, nil
 }

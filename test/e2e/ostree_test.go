@@ -75,7 +75,9 @@ func TestOSTree(t *testing.T) {
 	refs = append(refs, "ot/runnable:latest")
 
 	e.d = newDaemon(t, bin, e.src, e.mnt, e.state)
-	e.d.args = append(e.d.args, "--allow-suid")
+	// No grace period, so that a collection takes an unreferenced layer
+	// at once.
+	e.d.args = append(e.d.args, "--allow-suid", "--gc-grace", "0s")
 	e.d.start()
 	e.d.settle(refs, 10*time.Minute)
 	e.waitMaterialized(t, refs, 10*time.Minute)
@@ -328,11 +330,13 @@ func runcRun(t *testing.T, bundle, rootfs, id string) string {
 }
 
 // testLastTagDeletedPrunes deletes the last tag of one image: its refs go
-// and GC prunes the objects only it held, while every other image keeps
+// and GC, after a dry run that deletes nothing, prunes the objects only it
+// held and deletes the index of its layer, while every other image keeps
 // all of its objects (fsck stays clean).
 func (e *ostreeEnv) testLastTagDeletedPrunes(t *testing.T) {
 	img, _ := e.d.image("ot/runnable:latest")
 	imageRef := ostree.ImageRef(img.Digest)
+	layer := img.Layers[0].String()
 	helloObject := objectOf(t, e, imageRef, "/hello")
 	if _, err := os.Stat(helloObject); err != nil {
 		t.Fatalf("object of /hello: %v", err)
@@ -344,12 +348,37 @@ func (e *ostreeEnv) testLastTagDeletedPrunes(t *testing.T) {
 		refs := e.ostree(t, "refs")
 		return !strings.Contains(refs, imageRef) && !strings.Contains(refs, ostree.TagRef("ot", "runnable", "latest"))
 	})
-	out, err := exec.Command(e.d.bin, "gc", "--listen", e.d.listen).CombinedOutput()
+	indexed := func() bool {
+		for _, l := range e.d.status().Layers {
+			if l.Digest.String() == layer {
+				return true
+			}
+		}
+		return false
+	}
+	out, err := exec.Command(e.d.bin, "gc", "--dry-run", "--listen", e.d.listen).CombinedOutput()
+	if err != nil {
+		t.Fatalf("explodefs gc --dry-run: %v\n%s", err, out)
+	}
+	for _, want := range []string{"would prune", "would delete 1 ", layer} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("explodefs gc --dry-run said %q; want %q in it", out, want)
+		}
+	}
+	if _, err := os.Stat(helloObject); err != nil || !indexed() {
+		t.Fatalf("a dry run deleted something: object %v, layer still indexed %v", err, indexed())
+	}
+	out, err = exec.Command(e.d.bin, "gc", "--listen", e.d.listen).CombinedOutput()
 	if err != nil {
 		t.Fatalf("explodefs gc: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "pruned") {
-		t.Errorf("explodefs gc said %q", out)
+	for _, want := range []string{"pruned", "deleted 1 ", layer} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("explodefs gc said %q; want %q in it", out, want)
+		}
+	}
+	if indexed() {
+		t.Errorf("layer %s of the removed image is still indexed", layer)
 	}
 	if _, err := os.Stat(helloObject); !os.IsNotExist(err) {
 		t.Errorf("object only the removed image held: %v, want it pruned", err)
