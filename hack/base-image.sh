@@ -13,16 +13,7 @@ suite=bookworm
 
 # podman's default runtime, crun, does not start here; runc does.
 packages=(podman runc debootstrap)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+hack/apt-install.sh "${packages[@]}"
 
 # Two builds at once must not both debootstrap.
 mkdir -p /run/lock

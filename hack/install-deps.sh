@@ -17,14 +17,5 @@ packages=(
   apache2-utils              # htpasswd: bcrypt entries for the registry's basic auth
   curl unzip ca-certificates
 )
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+hack/apt-install.sh "${packages[@]}"
 hack/install-go.sh

@@ -8,18 +8,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/explodefs/explodefs/explode/httpapi"
 	"github.com/explodefs/explodefs/explode/metrics"
+	"github.com/explodefs/explodefs/explode/metrics/metricstest"
 	"github.com/explodefs/explodefs/explode/status"
 	"github.com/explodefs/explodefs/index"
 )
@@ -95,47 +93,6 @@ func TestEndpoints(t *testing.T) {
 	}
 }
 
-// scrape reads /metrics with Prometheus's own parser and returns every
-// sample as "name{label=value,...}": counters and gauges by value,
-// histograms as name_count and name_sum.
-func scrape(t *testing.T, srv *httptest.Server) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get(srv.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("/metrics does not parse: %v", err)
-	}
-	out := map[string]float64{}
-	for name, f := range families {
-		for _, m := range f.GetMetric() {
-			var kv []string
-			for _, l := range m.GetLabel() {
-				kv = append(kv, l.GetName()+"="+l.GetValue())
-			}
-			labels := ""
-			if len(kv) > 0 {
-				sort.Strings(kv)
-				labels = "{" + strings.Join(kv, ",") + "}"
-			}
-			switch {
-			case m.Counter != nil:
-				out[name+labels] = m.Counter.GetValue()
-			case m.Gauge != nil:
-				out[name+labels] = m.Gauge.GetValue()
-			case m.Histogram != nil:
-				out[name+"_count"+labels] = float64(m.Histogram.GetSampleCount())
-				out[name+"_sum"+labels] = m.Histogram.GetSampleSum()
-			}
-		}
-	}
-	return out
-}
-
 // The metrics the daemon's parts feed, and the bytes inflated of the span
 // cache, are served and move with what they count.
 func TestMetricsMove(t *testing.T) {
@@ -153,7 +110,7 @@ func TestMetricsMove(t *testing.T) {
 		metrics.NewDiskUsage(time.Hour, metrics.DiskPart{Name: "index", Dir: dir})))
 	defer srv.Close()
 
-	before := scrape(t, srv)
+	before := metricstest.Scrape(t, srv.URL+"/metrics")
 	for key, want := range map[string]float64{
 		"explodefs_bytes_inflated_total":                               0,
 		"explodefs_fuse_read_duration_seconds_count":                   0,
@@ -174,7 +131,7 @@ func TestMetricsMove(t *testing.T) {
 	obs.ObserveCommit(2*time.Second, nil)
 	obs.RegistryError("blob_read", "connection")
 	obs.WatchRestarted("watch")
-	after := scrape(t, srv)
+	after := metricstest.Scrape(t, srv.URL+"/metrics")
 	for key, want := range map[string]float64{
 		"explodefs_bytes_inflated_total":                                 3 << 20,
 		"explodefs_fuse_read_duration_seconds_count":                     1,

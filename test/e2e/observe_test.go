@@ -1,25 +1,19 @@
 package e2e
 
 import (
-	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
+	"github.com/explodefs/explodefs/explode/metrics/metricstest"
 	"github.com/explodefs/explodefs/explode/status"
 	"github.com/explodefs/explodefs/test/imagegen"
 )
@@ -52,14 +46,14 @@ func TestObserve(t *testing.T) {
 	d.start()
 
 	img, layersMidway := watchIndexing(t, d, bin, ref)
-	indexed := scrapeMetrics(t, d.listen)
+	indexed := metricstest.Scrape(t, "http://"+d.listen+"/metrics")
 	if got := indexed[`explodefs_layers{state=ready}`]; got != float64(len(img.Layers)) || got <= layersMidway {
 		t.Errorf("explodefs_layers{state=ready} = %v once the image is ready, %v while it indexed; want %d, and fewer before",
 			got, layersMidway, len(img.Layers))
 	}
 
 	readSome(t, filepath.Join(mnt, "obs", "big", "latest"), bench)
-	read := scrapeMetrics(t, d.listen)
+	read := metricstest.Scrape(t, "http://"+d.listen+"/metrics")
 	for _, name := range []string{
 		"explodefs_bytes_inflated_total",
 		`explodefs_span_cache_requests_total{result=miss}`,
@@ -85,7 +79,7 @@ func TestObserve(t *testing.T) {
 	d.args = slices.DeleteFunc(d.args, func(a string) bool { return a == "--materialize=false" })
 	d.start()
 	waitCommitted(t, d, ref, 10*time.Minute)
-	committed := scrapeMetrics(t, d.listen)
+	committed := metricstest.Scrape(t, "http://"+d.listen+"/metrics")
 	for name, want := range map[string]float64{
 		`explodefs_materialize_duration_seconds_count{result=success}`: 1,
 		`explodefs_materialize_duration_seconds_count{result=failure}`: 0,
@@ -147,7 +141,7 @@ func watchIndexing(t *testing.T, d *daemon, bin, ref string) (status.Image, floa
 		case ok && img.State == status.Indexing && img.BytesTotal > 0 && img.BytesDone > 0 && img.BytesDone < img.BytesTotal:
 			jsonSeen[img.BytesDone] = true
 			if layersMidway < 0 {
-				layersMidway = scrapeMetrics(t, d.listen)[`explodefs_layers{state=ready}`]
+				layersMidway = metricstest.Scrape(t, "http://"+d.listen+"/metrics")[`explodefs_layers{state=ready}`]
 				if layersMidway >= float64(len(img.Layers)) {
 					t.Errorf("explodefs_layers{state=ready} = %v while %d of %d bytes are indexed", layersMidway, img.BytesDone, img.BytesTotal)
 				}
@@ -245,49 +239,4 @@ func waitCommitted(t *testing.T, d *daemon, ref string, timeout time.Duration) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// scrapeMetrics reads the daemon's /metrics with Prometheus's own parser
-// and returns every sample as "name{label=value,...}": counters and gauges
-// by value, histograms as name_count and name_sum.
-func scrapeMetrics(t *testing.T, listen string) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + listen + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(resp.Body)
-		t.Fatalf("/metrics: %s\n%s", resp.Status, body)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("/metrics does not parse: %v", err)
-	}
-	out := map[string]float64{}
-	for name, f := range families {
-		for _, m := range f.GetMetric() {
-			var kv []string
-			for _, l := range m.GetLabel() {
-				kv = append(kv, fmt.Sprintf("%s=%s", l.GetName(), l.GetValue()))
-			}
-			labels := ""
-			if len(kv) > 0 {
-				sort.Strings(kv)
-				labels = "{" + strings.Join(kv, ",") + "}"
-			}
-			switch {
-			case m.Counter != nil:
-				out[name+labels] = m.Counter.GetValue()
-			case m.Gauge != nil:
-				out[name+labels] = m.Gauge.GetValue()
-			case m.Histogram != nil:
-				out[name+"_count"+labels] = float64(m.Histogram.GetSampleCount())
-				out[name+"_sum"+labels] = m.Histogram.GetSampleSum()
-			}
-		}
-	}
-	return out
 }
