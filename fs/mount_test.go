@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/explodefs/explodefs/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -165,7 +166,7 @@ func mountinfoOptions(t *testing.T, mnt string) []string {
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		fields := strings.Fields(line)
-		if len(fields) < 10 || unescapeMountinfo(fields[4]) != mnt {
+		if len(fields) < 10 || mountinfo.Unescape(fields[4]) != mnt {
 			continue
 		}
 		opts := strings.Split(fields[5], ",")
@@ -177,45 +178,23 @@ func mountinfoOptions(t *testing.T, mnt string) []string {
 
 func countExplodefsMounts(t *testing.T, mnt string) int {
 	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mountinfo.At(mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	for _, line := range strings.Split(string(data), "\n") {
-		if m, ok := parseMountinfoLine(line); ok && m.mountpoint == mnt && m.isExplodefs() {
+	for _, m := range ms {
+		if isExplodefs(m) {
 			n++
 		}
 	}
 	return n
 }
 
-func TestParseMountinfoLine(t *testing.T) {
-	for _, tc := range []struct {
-		line string
-		want mountinfoEntry
-		ok   bool
-	}{
-		{
-			line: `812 29 0:61 / /var/lib/explode\040fs/mnt ro,nosuid,nodev,relatime shared:400 - fuse.explodefs explodefs ro,user_id=0,group_id=0,default_permissions,allow_other`,
-			want: mountinfoEntry{mountpoint: "/var/lib/explode fs/mnt", fstype: "fuse.explodefs", source: "explodefs"},
-			ok:   true,
-		},
-		{
-			line: `36 35 98:0 /mnt1 /mnt/a\134b rw,noatime master:1 - ext3 /dev/root rw,errors=continue`,
-			want: mountinfoEntry{mountpoint: `/mnt/a\b`, fstype: "ext3", source: "/dev/root"},
-			ok:   true,
-		},
-		{line: `garbage`, ok: false},
-		{line: `1 2 3:4 / /x rw - fuse`, ok: false},
-	} {
-		got, ok := parseMountinfoLine(tc.line)
-		if ok != tc.ok || got != tc.want {
-			t.Errorf("parseMountinfoLine(%q) = %+v, %v; want %+v, %v", tc.line, got, ok, tc.want, tc.ok)
-		}
-	}
-	if !(mountinfoEntry{fstype: "fuse", source: "explodefs"}).isExplodefs() ||
-		(mountinfoEntry{fstype: "fuse.sshfs", source: "explodefs"}).isExplodefs() {
+func TestIsExplodefs(t *testing.T) {
+	if !isExplodefs(mountinfo.Entry{FSType: "fuse", Source: "explodefs"}) ||
+		!isExplodefs(mountinfo.Entry{FSType: "fuse.explodefs", Source: "explodefs"}) ||
+		isExplodefs(mountinfo.Entry{FSType: "fuse.sshfs", Source: "explodefs"}) {
 		t.Error("isExplodefs misjudges the filesystem type")
 	}
 }

@@ -1,16 +1,14 @@
 package fs
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
-	"strings"
+	"slices"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/explodefs/explodefs/internal/mountinfo"
 )
 
 // maxStaleMounts bounds how many stacked mounts clearStaleMount removes
@@ -61,68 +59,15 @@ func staleMountReason(mountpoint string) (string, error) {
 // explodefsMountedAt reports whether /proc/self/mountinfo lists an
 // explodefs mount at mountpoint.
 func explodefsMountedAt(mountpoint string) (bool, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mountinfo.At(mountpoint)
 	if err != nil {
 		return false, fmt.Errorf("looking for stale mounts: %w", err)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		m, ok := parseMountinfoLine(sc.Text())
-		if ok && m.mountpoint == mountpoint && m.isExplodefs() {
-			return true, nil
-		}
-	}
-	return false, sc.Err()
-}
-
-type mountinfoEntry struct {
-	mountpoint, fstype, source string
+	return slices.ContainsFunc(ms, isExplodefs), nil
 }
 
 // isExplodefs recognises our mounts whether mount(2) (fuse.explodefs) or a
 // fusermount without subtype support (fuse, source explodefs) made them.
-func (m mountinfoEntry) isExplodefs() bool {
-	return m.fstype == fsType || (m.fstype == "fuse" && m.source == fsName)
-}
-
-// parseMountinfoLine reads one line of proc(5)'s mountinfo:
-// "id parent maj:min root mountpoint options [optional...] - fstype source superoptions".
-func parseMountinfoLine(line string) (mountinfoEntry, bool) {
-	fields := strings.Fields(line)
-	sep := -1
-	for i := 6; i < len(fields); i++ {
-		if fields[i] == "-" {
-			sep = i
-			break
-		}
-	}
-	if sep < 0 || sep+2 >= len(fields) {
-		return mountinfoEntry{}, false
-	}
-	return mountinfoEntry{
-		mountpoint: unescapeMountinfo(fields[4]),
-		fstype:     fields[sep+1],
-		source:     unescapeMountinfo(fields[sep+2]),
-	}, true
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space,
-// \011, \012, \134) in mountinfo fields.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+func isExplodefs(m mountinfo.Entry) bool {
+	return m.FSType == fsType || (m.FSType == "fuse" && m.Source == fsName)
 }

@@ -137,7 +137,7 @@ func checkTreeOnHost(t *testing.T, name, mnt string) {
 	if err != nil || !ok {
 		t.Fatalf("the host reads %s but /proc/self/mountinfo has no FUSE mount at %s (err %v)", readme, mnt, err)
 	}
-	t.Logf("host mountinfo: %s %s at %s", m.fstype, m.source, m.point)
+	t.Logf("host mountinfo: %s %s at %s", m.FSType, m.Source, m.Point)
 
 	for path, content := range want {
 		got, err := os.ReadFile(filepath.Join(stream, "latest", path))
@@ -238,7 +238,7 @@ func checkStop(t *testing.T, name, mnt string) {
 			return false, err
 		}
 		if ok {
-			return false, fmt.Errorf("still mounted: %s %s", m.fstype, m.source)
+			return false, fmt.Errorf("still mounted: %s %s", m.FSType, m.Source)
 		}
 		return true, nil
 	})

@@ -1,19 +1,18 @@
 package container
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/explodefs/explodefs/internal/mountinfo"
 	"github.com/explodefs/explodefs/test/cluster/harness"
 )
 
@@ -113,66 +112,18 @@ func goTool() string {
 	return filepath.Join(goBin, "go")
 }
 
-// mount is one line of /proc/self/mountinfo.
-type mount struct {
-	point, fstype, source string
-}
-
-// mountsAt lists the mounts of this process's namespace at path, bottom
-// first, as the kernel sees them (not an empty directory's look).
-func mountsAt(path string) ([]mount, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	var found []mount
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
-		before, after, ok := strings.Cut(sc.Text(), " - ")
-		f, g := strings.Fields(before), strings.Fields(after)
-		if !ok || len(f) < 5 || len(g) < 2 {
-			continue
-		}
-		if unescapeMountinfo(f[4]) == path {
-			found = append(found, mount{point: path, fstype: g[0], source: g[1]})
-		}
-	}
-	return found, sc.Err()
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // fuseMountAt is the FUSE mount at path, if this namespace sees one.
-func fuseMountAt(path string) (mount, bool, error) {
-	ms, err := mountsAt(path)
+func fuseMountAt(path string) (mountinfo.Entry, bool, error) {
+	ms, err := mountinfo.At(path)
 	if err != nil {
-		return mount{}, false, err
+		return mountinfo.Entry{}, false, err
 	}
 	for _, m := range ms {
-		if m.fstype == "fuse" || strings.HasPrefix(m.fstype, "fuse.") {
+		if m.FSType == "fuse" || strings.HasPrefix(m.FSType, "fuse.") {
 			return m, true, nil
 		}
 	}
-	return mount{}, false, nil
+	return mountinfo.Entry{}, false, nil
 }
 
 // sharedBindMount makes dir a mount point of its own with shared
@@ -184,7 +135,7 @@ func sharedBindMount(t *testing.T, dir string) {
 	mustRun(t, time.Minute, "/", nil, "mount", "--bind", dir, dir)
 	t.Cleanup(func() {
 		for range 5 {
-			ms, err := mountsAt(dir)
+			ms, err := mountinfo.At(dir)
 			if err != nil || len(ms) == 0 {
 				return
 			}
