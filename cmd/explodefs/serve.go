@@ -212,7 +212,7 @@ func serve(parent context.Context, c serveConfig) error {
 		if repo == "" {
 			repo = filepath.Join(c.stateDir, "ostree")
 		}
-		mat, err = ostree.New(store, reader, reg, ostree.Options{RepoPath: repo, PruneInterval: -1, Commits: obs, Logger: log})
+		mat, err = ostree.New(store, reader, reg, ostree.Options{RepoPath: repo, Commits: obs, Logger: log})
 		if err != nil {
 			return err
 		}

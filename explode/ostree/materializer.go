@@ -75,9 +75,6 @@ type Options struct {
 	// RepoPath is the OSTree repository; created if missing, in bare mode
 	// as root and bare-user otherwise.
 	RepoPath string
-	// PruneInterval is how often unreferenced objects are pruned;
-	// DefaultPruneInterval when zero, never when negative.
-	PruneInterval time.Duration
 	// RetryBackoff is the first wait before a failed image is tried
 	// again; it doubles up to RetryMax.
 	RetryBackoff, RetryMax time.Duration
@@ -108,12 +105,11 @@ type CommitObserver interface {
 
 // Defaults for Options.
 const (
-	DefaultPruneInterval = time.Hour
-	defaultRetryBackoff  = time.Minute
-	defaultRetryMax      = 30 * time.Minute
-	defaultYieldQuiet    = 2 * time.Millisecond
-	defaultYieldMax      = time.Second
-	defaultNice          = 10
+	defaultRetryBackoff = time.Minute
+	defaultRetryMax     = 30 * time.Minute
+	defaultYieldQuiet   = 2 * time.Millisecond
+	defaultYieldMax     = time.Second
+	defaultNice         = 10
 )
 
 // DefaultWriters is two: one image's files are hashed and written on two
@@ -167,9 +163,6 @@ type imageState struct {
 func New(store index.Store, reader ContentReader, reg *status.Registry, opts Options) (*Materializer, error) {
 	if opts.RepoPath == "" {
 		return nil, errors.New("materializer: no OSTree repo path")
-	}
-	if opts.PruneInterval == 0 {
-		opts.PruneInterval = DefaultPruneInterval
 	}
 	if opts.RetryBackoff <= 0 {
 		opts.RetryBackoff = defaultRetryBackoff

@@ -133,7 +133,7 @@ func newFixtureWith(t *testing.T, opts Options) *fixture {
 		wants: &fakeWants{images: map[digest.Digest]bool{}, tags: map[string]bool{}}}
 	f.reader = &countingReader{Reader: index.NewReader(f.store, f.blobs, index.ReaderOptions{}), bytes: map[digest.Digest]int64{}}
 	t.Cleanup(func() { f.reader.Close() })
-	opts.RepoPath, opts.PruneInterval, opts.Logger = filepath.Join(t.TempDir(), "repo"), -1, slog.New(slog.DiscardHandler)
+	opts.RepoPath, opts.Logger = filepath.Join(t.TempDir(), "repo"), slog.New(slog.DiscardHandler)
 	m, err := New(f.store, f.reader, f.reg, opts)
 	if err != nil {
 		t.Fatal(err)

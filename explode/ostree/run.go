@@ -17,16 +17,10 @@ import (
 )
 
 // Run materializes queued images one at a time (a repository takes one
-// transaction at a time), keeps refs in step with the catalog and prunes
-// on schedule, until ctx ends.
+// transaction at a time), keeps refs in step with the catalog and runs
+// the GCs asked of it (explode/gc schedules them), until ctx ends.
 func (m *Materializer) Run(ctx context.Context) {
 	m.recoverRecords(ctx)
-	var prune <-chan time.Time
-	if m.opts.PruneInterval > 0 {
-		t := time.NewTicker(m.opts.PruneInterval)
-		defer t.Stop()
-		prune = t.C
-	}
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
 	for ctx.Err() == nil {
@@ -43,10 +37,6 @@ func (m *Materializer) Run(ctx context.Context) {
 		case <-ctx.Done():
 		case <-m.wake:
 		case <-retry.C:
-		case <-prune:
-			if _, err := m.gc(ctx, false); err != nil {
-				m.log.Warn("scheduled OSTree prune failed", "repo", m.repo.Path(), "err", err)
-			}
 		case call := <-m.gcCalls:
 			st, err := m.gc(ctx, call.dryRun)
 			call.reply <- gcResult{st, err}
