@@ -46,10 +46,8 @@ type imageCommit struct {
 	image digest.Digest
 	view  *index.View
 	txn   *libostree.Txn
-	// mu guards sums, added, same and stats while writers run.
+	// mu guards sums, added and stats while writers run.
 	mu sync.Mutex
-	// same maps small files' contents to the objects written for them.
-	same map[sameContent]libostree.Checksum
 	// buffers holds the read-ahead's batch buffers (contents.go).
 	buffers chan *[]byte
 	// sums holds the object of each regular file, by inode.
@@ -72,8 +70,8 @@ type imageCommit struct {
 // commitStats says where a commit's time went, for the log.
 type commitStats struct {
 	// written counts regular files hashed and written, reused those
-	// whose remembered object was found, same those whose bytes and
-	// metadata another file of the image had.
+	// whose remembered object was found, same those whose object the
+	// repository or another file of the image had.
 	written, reused, same int64
 	bytesWritten          int64
 	// lookup covers finding remembered objects, contents reading and
@@ -105,7 +103,6 @@ func (m *Materializer) commitImage(ctx context.Context, d digest.Digest, view *i
 		m: m, image: d, view: view,
 		sums:    make([]libostree.Checksum, view.Len()+1),
 		added:   map[digest.Digest][]index.ContentObject{},
-		same:    map[sameContent]libostree.Checksum{},
 		dirMeta: map[string]libostree.Checksum{},
 		started: started,
 	}

@@ -2,7 +2,6 @@ package ostree
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"sync"
@@ -119,9 +118,7 @@ func (c *imageCommit) writeBack(stop <-chan struct{}) {
 	}
 }
 
-// writeBatch writes one batch on w's thread. Small files whose bytes and
-// metadata another file of the image had take that file's object, and
-// the rest are written in one call.
+// writeBatch writes one batch on w's thread.
 func (c *imageCommit) writeBatch(ctx context.Context, w *libostree.Writer, b batch) error {
 	if b.err != nil {
 		return c.fileError(b.f, b.err)
@@ -129,69 +126,26 @@ func (c *imageCommit) writeBatch(ctx context.Context, w *libostree.Writer, b bat
 	if b.large != nil {
 		f := *b.large
 		in, _ := c.view.Stat(f.ino)
-		sum, err := w.WriteFile(fileMeta(&in, syscall.S_IFREG), f.size, c.fileReader(ctx, f, true))
+		obj, err := w.WriteFile(fileMeta(&in, syscall.S_IFREG), f.size, c.fileReader(ctx, f, true))
 		if err != nil {
 			return c.fileError(f, err)
 		}
-		c.done(f, sum, true)
+		c.done(f, obj)
 		return nil
 	}
 	defer c.putBuffer(b.buf)
-	buf := *b.buf
-	var (
-		todo  []libostree.BatchFile
-		owner []regularFile
-		keys  []sameContent
-		// twins maps a file to the earlier one of the batch with the same
-		// bytes and metadata, whose object it takes once written.
-		twins map[int]int
-		first = map[sameContent]int{}
-	)
+	files := make([]libostree.BatchFile, len(b.small))
 	for i, sc := range b.small {
-		f := sc.f
-		data := buf[sc.off : sc.off+int(f.size)]
-		var key sameContent
-		if f.size <= sameMax {
-			key = sameContent{sum: sha256.Sum256(data), meta: f.meta}
-			c.mu.Lock()
-			sum, ok := c.same[key]
-			c.mu.Unlock()
-			if ok {
-				c.done(f, sum, false)
-				continue
-			}
-			if j, ok := first[key]; ok {
-				if twins == nil {
-					twins = map[int]int{}
-				}
-				twins[i] = j
-				continue
-			}
-			first[key] = len(todo)
-		}
-		in, _ := c.view.Stat(f.ino)
-		todo = append(todo, libostree.BatchFile{Meta: fileMeta(&in, syscall.S_IFREG), Off: sc.off, Len: int(f.size)})
-		owner = append(owner, f)
-		keys = append(keys, key)
+		in, _ := c.view.Stat(sc.f.ino)
+		files[i] = libostree.BatchFile{Meta: fileMeta(&in, syscall.S_IFREG), Off: sc.off, Len: int(sc.f.size)}
 	}
-	sums := make([]libostree.Checksum, len(todo))
-	n, err := w.WriteBatch(buf, todo, sums)
-	for k := range n {
-		f := owner[k]
-		if f.size <= sameMax {
-			c.mu.Lock()
-			if len(c.same) < maxSameContents {
-				c.same[keys[k]] = sums[k]
-			}
-			c.mu.Unlock()
-		}
-		c.done(f, sums[k], true)
+	objs := make([]libostree.Object, len(files))
+	n, err := w.WriteBatch(*b.buf, files, objs)
+	for i := range n {
+		c.done(b.small[i].f, objs[i])
 	}
 	if err != nil {
-		return c.fileError(owner[n], err)
-	}
-	for i, j := range twins {
-		c.done(b.small[i].f, sums[j], false)
+		return c.fileError(b.small[n].f, err)
 	}
 	return nil
 }
@@ -217,18 +171,17 @@ func (c *imageCommit) putBuffer(p *[]byte) {
 	}
 }
 
-// done records file f's object; written says this commit wrote it rather
-// than found the same bytes and metadata written for another file.
-func (c *imageCommit) done(f regularFile, sum libostree.Checksum, written bool) {
+// done records file f's object, which the commit wrote or found written.
+func (c *imageCommit) done(f regularFile, obj libostree.Object) {
 	layer := c.view.Layers()[f.layer]
 	c.mu.Lock()
-	c.sums[f.ino] = sum
+	c.sums[f.ino] = obj.Sum
 	if f.size > 0 {
-		// An empty file costs nothing to read, and c.same finds its
+		// An empty file costs nothing to read, and the writer finds its
 		// object after the first: not worth a record in the index.
-		c.added[layer] = append(c.added[layer], index.ContentObject{Offset: f.off, Meta: f.meta, ID: index.ObjectID(sum)})
+		c.added[layer] = append(c.added[layer], index.ContentObject{Offset: f.off, Meta: f.meta, ID: index.ObjectID(obj.Sum)})
 	}
-	if written {
+	if obj.Written {
 		c.stats.written++
 		c.stats.bytesWritten += f.size
 	} else {
@@ -293,23 +246,6 @@ func (c *imageCommit) readAhead(ctx context.Context, files []regularFile, batche
 	}
 	flush()
 }
-
-// sameContent identifies a small file's object before libostree hashes
-// it: the sha256 of its bytes and its metadata's fingerprint. Images hold
-// many identical small files (empty ones above all), and writing each
-// costs libostree a temporary file even when the object exists.
-type sameContent struct {
-	sum  [sha256.Size]byte
-	meta uint64
-}
-
-// maxSameContents bounds the memory an image's identical-file lookup
-// takes (about 100 bytes an entry), and sameMax the files it looks at:
-// past it, hashing the bytes twice costs more than a temporary file.
-const (
-	maxSameContents = 1 << 18
-	sameMax         = 64 << 10
-)
 
 func (c *imageCommit) fileError(f regularFile, err error) error {
 	p, _ := c.view.Path(f.ino)

@@ -5,7 +5,9 @@
 // long-running daemon: file content written from a stream inside a
 // transaction, trees assembled in a mutable tree, refs listed and deleted,
 // prune, fsck of one object, and a repo that is closed (ostree-go never
-// releases its repos and leaks their descriptors).
+// releases its repos and leaks their descriptors). In a bare repository
+// it writes regular files' content objects itself, in libostree's layout
+// (stage.go): libostree's own path costs most of a commit's CPU time.
 //
 // Thread safety: every call on a Repo runs on an OS thread that the Repo
 // owns. libostree's repository lock and transaction state belong to the
@@ -91,8 +93,9 @@ type Repo struct {
 	done   chan struct{}
 	once   sync.Once
 	opts   options
-	// inTxn is touched only on the Repo's thread.
+	// inTxn and stage are touched only on the Repo's thread.
 	inTxn bool
+	stage *stage
 }
 
 // ErrClosed is returned by calls on a closed Repo.
@@ -104,6 +107,9 @@ type Option func(*options)
 type options struct {
 	writers int
 	nice    int
+	// libostreeWrites has libostree write a bare repository's regular
+	// files too, for tests that hold the stage's objects against its.
+	libostreeWrites bool
 }
 
 // Writers lets up to n file and symlink objects be written at once, each
@@ -193,6 +199,7 @@ func (r *Repo) serve(init func() error, ready chan<- error) {
 				if C.ex_txn_abort(r.ptr, &cerr) == 0 {
 					C.g_free(C.gpointer(unsafe.Pointer(cerr)))
 				}
+				r.discardStage()
 			}
 			C.ex_repo_close(r.ptr)
 			r.ptr = nil
@@ -224,6 +231,15 @@ func (r *Repo) serveWrites(started *sync.WaitGroup) {
 func setThreadNice(nice int) {
 	if nice != 0 {
 		_ = unix.Setpriority(unix.PRIO_PROCESS, 0, nice)
+	}
+}
+
+// discardStage removes the stage of the transaction that just ended. A
+// stage that cannot be removed is left to the next Begin.
+func (r *Repo) discardStage() {
+	if r.stage != nil {
+		_ = r.stage.discard()
+		r.stage = nil
 	}
 }
 

@@ -562,19 +562,25 @@ func TestWriteBatchEqualsSingleWrites(t *testing.T) {
 		files = append(files, BatchFile{Meta: metas[i], Off: len(buf), Len: len(s)})
 		buf = append(buf, s...)
 	}
-	sums := make([]Checksum, len(files))
+	objs := make([]Object, len(files))
 	err = txn.OnWriter(func(w *Writer) error {
-		n, err := w.WriteBatch(buf, files, sums)
+		n, err := w.WriteBatch(buf, files, objs)
 		if err != nil || n != len(files) {
 			t.Errorf("wrote %d of %d: %v", n, len(files), err)
 		}
 		for i, s := range contents {
+			if !objs[i].Written {
+				t.Errorf("file %d: the batch found its object in an empty repo", i)
+			}
 			single, err := w.WriteBytes(metas[i], []byte(s))
 			if err != nil {
 				return err
 			}
-			if single != sums[i] {
-				t.Errorf("file %d: batch object %s, single write %s", i, sums[i], single)
+			if single.Sum != objs[i].Sum {
+				t.Errorf("file %d: batch object %s, single write %s", i, objs[i].Sum, single.Sum)
+			}
+			if single.Written {
+				t.Errorf("file %d: written again", i)
 			}
 		}
 		return nil
@@ -582,17 +588,17 @@ func TestWriteBatchEqualsSingleWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sums[0] == sums[3] {
+	if objs[0].Sum == objs[3].Sum {
 		t.Error("files with equal bytes and other modes got one object")
 	}
 	// A file OSTree refuses stops the batch there.
 	bad := append(slices.Clone(files[:2]), BatchFile{Meta: FileMeta{Mode: syscall.S_IFIFO | 0o644}}, files[2])
 	err = txn.OnWriter(func(w *Writer) error {
-		n, err := w.WriteBatch(buf, bad, make([]Checksum, len(bad)))
+		n, err := w.WriteBatch(buf, bad, make([]Object, len(bad)))
 		if n != 2 || err == nil {
 			t.Errorf("a batch with a fifo in third place wrote %d, err %v", n, err)
 		}
-		if _, err := w.WriteBatch(buf, []BatchFile{{Off: len(buf) - 1, Len: 2}}, make([]Checksum, 1)); err == nil {
+		if _, err := w.WriteBatch(buf, []BatchFile{{Off: len(buf) - 1, Len: 2}}, make([]Object, 1)); err == nil {
 			t.Error("a file past the batch's buffer was written")
 		}
 		return nil

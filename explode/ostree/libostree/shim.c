@@ -37,6 +37,12 @@ int ex_txn_begin(OstreeRepo *repo, char **err) {
   return 1;
 }
 
+int ex_min_free_space(OstreeRepo *repo, guint64 *out, char **err) {
+  GError *error = NULL;
+  if (!ostree_repo_get_min_free_space_bytes(repo, out, &error)) return fail(error, err);
+  return 1;
+}
+
 int ex_txn_commit(OstreeRepo *repo, guint64 *objects_written, guint64 *bytes_written, char **err) {
   GError *error = NULL;
   OstreeRepoTransactionStats stats = {0};
@@ -78,16 +84,6 @@ void ex_variant_unref(GVariant *v) {
 static void hex_out(const char *checksum, char *out) {
   memcpy(out, checksum, OSTREE_SHA256_STRING_LEN);
   out[OSTREE_SHA256_STRING_LEN] = 0;
-}
-
-int ex_write_regfile_inline(OstreeRepo *repo, guint32 uid, guint32 gid, guint32 mode, GVariant *xattrs,
-                            const guint8 *buf, gsize len, char *out, char **err) {
-  GError *error = NULL;
-  g_autofree char *csum =
-      ostree_repo_write_regfile_inline(repo, NULL, uid, gid, mode, xattrs, buf, len, NULL, &error);
-  if (csum == NULL) return fail(error, err);
-  hex_out(csum, out);
-  return 1;
 }
 
 // ex_write_regfiles_inline writes n regular files whose bytes lie in buf,

@@ -11,6 +11,7 @@ OstreeRepo *ex_repo_open(const char *path, int create, int user_mode, char **err
 void ex_repo_close(OstreeRepo *repo);
 
 int ex_txn_begin(OstreeRepo *repo, char **err);
+int ex_min_free_space(OstreeRepo *repo, guint64 *out, char **err);
 int ex_txn_commit(OstreeRepo *repo, guint64 *objects_written, guint64 *bytes_written, char **err);
 int ex_txn_abort(OstreeRepo *repo, char **err);
 void ex_txn_set_ref(OstreeRepo *repo, const char *ref, const char *checksum);
@@ -18,8 +19,6 @@ void ex_txn_set_ref(OstreeRepo *repo, const char *ref, const char *checksum);
 GVariant *ex_xattrs_new(int n, const char *names, const guint8 *values, const gsize *lens);
 void ex_variant_unref(GVariant *v);
 
-int ex_write_regfile_inline(OstreeRepo *repo, guint32 uid, guint32 gid, guint32 mode, GVariant *xattrs,
-                            const guint8 *buf, gsize len, char *out, char **err);
 int ex_write_regfiles_inline(OstreeRepo *repo, int n, const guint32 *uids, const guint32 *gids,
                              const guint32 *modes, GVariant *const *xattrs, const guint8 *buf, const gsize *offs,
                              const gsize *lens, char *out, char **err);

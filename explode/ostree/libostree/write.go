@@ -12,6 +12,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 )
@@ -36,13 +38,26 @@ type Xattr struct {
 type Txn struct {
 	repo *Repo
 	done bool
+	// stage writes the regular files of a bare repository; it is nil
+	// where libostree writes them.
+	stage *stage
+	// written holds the objects written through libostree, which a
+	// lookup in objects/ does not see until the commit; up to maxWritten.
+	mu      sync.Mutex
+	written map[Checksum]struct{}
 }
+
+// maxWritten bounds the memory the lookup of a transaction's own objects
+// takes where libostree writes them (about 60 bytes an object). Past it,
+// an object written twice costs libostree a temporary file, no more.
+const maxWritten = 1 << 18
 
 // ErrTxnDone is returned by calls on a committed or aborted Txn.
 var ErrTxnDone = errors.New("ostree transaction already finished")
 
 // Begin starts a transaction. A Repo has at most one at a time.
 func (r *Repo) Begin() (*Txn, error) {
+	t := &Txn{repo: r, written: map[Checksum]struct{}{}}
 	err := r.call(func() error {
 		if r.inTxn {
 			return errors.New("a transaction is already open")
@@ -52,12 +67,30 @@ func (r *Repo) Begin() (*Txn, error) {
 			return takeError(cerr)
 		}
 		r.inTxn = true
+		if r.mode != Bare || r.opts.libostreeWrites {
+			return nil
+		}
+		var minFree C.guint64
+		var err error
+		if C.ex_min_free_space(r.ptr, &minFree, &cerr) == 0 {
+			err = takeError(cerr)
+		} else {
+			t.stage, err = newStage(r.path, uint64(minFree))
+		}
+		if err != nil {
+			r.inTxn = false
+			if C.ex_txn_abort(r.ptr, &cerr) == 0 {
+				err = errors.Join(err, takeError(cerr))
+			}
+			return err
+		}
+		r.stage = t.stage
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting a transaction in %s: %w", r.path, err)
 	}
-	return &Txn{repo: r}, nil
+	return t, nil
 }
 
 // TxnStats counts what a transaction wrote.
@@ -71,6 +104,14 @@ func (t *Txn) Commit() (TxnStats, error) {
 	var objects, bytes C.guint64
 	err := t.finish(func() error {
 		var cerr *C.char
+		if t.stage != nil {
+			if err := t.stage.publish(); err != nil {
+				if C.ex_txn_abort(t.repo.ptr, &cerr) == 0 {
+					err = errors.Join(err, takeError(cerr))
+				}
+				return err
+			}
+		}
 		if C.ex_txn_commit(t.repo.ptr, &objects, &bytes, &cerr) == 0 {
 			return takeError(cerr)
 		}
@@ -79,7 +120,13 @@ func (t *Txn) Commit() (TxnStats, error) {
 	if err != nil {
 		return TxnStats{}, fmt.Errorf("committing transaction in %s: %w", t.repo.path, err)
 	}
-	return TxnStats{Objects: uint64(objects), Bytes: uint64(bytes)}, nil
+	stats := TxnStats{Objects: uint64(objects), Bytes: uint64(bytes)}
+	if t.stage != nil {
+		staged, stagedBytes := t.stage.stats()
+		stats.Objects += staged
+		stats.Bytes += stagedBytes
+	}
+	return stats, nil
 }
 
 // Abort discards the transaction. It is safe after Commit.
@@ -107,10 +154,37 @@ func (t *Txn) finish(f func() error) error {
 	t.done = true
 	return t.repo.call(func() error {
 		// Even a failed commit or abort leaves libostree with no
-		// transaction open.
-		defer func() { t.repo.inTxn = false }()
+		// transaction open, and the stage gone.
+		defer func() {
+			t.repo.inTxn = false
+			t.repo.discardStage()
+		}()
 		return f()
 	})
+}
+
+// has reports whether the repository has object c, or this transaction
+// wrote it.
+func (t *Txn) has(c Checksum) (bool, error) {
+	if t.stage != nil {
+		return t.stage.has(c)
+	}
+	t.mu.Lock()
+	_, ok := t.written[c]
+	t.mu.Unlock()
+	if ok {
+		return true, nil
+	}
+	return t.repo.HasFile(c)
+}
+
+// remember records an object written through libostree.
+func (t *Txn) remember(c Checksum) {
+	t.mu.Lock()
+	if len(t.written) < maxWritten {
+		t.written[c] = struct{}{}
+	}
+	t.mu.Unlock()
 }
 
 // SetRef points ref at commit when the transaction commits.
@@ -159,7 +233,8 @@ func (t *Txn) OnWriter(fn func(w *Writer) error) error {
 // writer thread, where a large file's src is read.
 func (t *Txn) WriteFile(meta FileMeta, size int64, src io.Reader) (sum Checksum, err error) {
 	err = t.OnWriter(func(w *Writer) error {
-		sum, err = w.WriteFile(meta, size, src)
+		obj, err := w.WriteFile(meta, size, src)
+		sum = obj.Sum
 		return err
 	})
 	return sum, err
@@ -174,37 +249,58 @@ func (t *Txn) WriteSymlink(meta FileMeta, target string) (sum Checksum, err erro
 	return sum, err
 }
 
+// Object is a regular file's content object, as a Writer left it.
+type Object struct {
+	Sum Checksum
+	// Written says the Writer wrote it; false means the repository or
+	// the transaction had it already.
+	Written bool
+}
+
 // WriteFile is Txn.WriteFile on the Writer's thread.
-func (w *Writer) WriteFile(meta FileMeta, size int64, src io.Reader) (Checksum, error) {
+func (w *Writer) WriteFile(meta FileMeta, size int64, src io.Reader) (Object, error) {
 	if size < 0 {
-		return Checksum{}, fmt.Errorf("writing file object: negative size %d", size)
+		return Object{}, fmt.Errorf("writing file object: negative size %d", size)
+	}
+	if err := checkRegular(meta); err != nil {
+		return Object{}, err
 	}
 	if size <= inlineMax {
 		buf := make([]byte, size)
 		if _, err := io.ReadFull(src, buf); err != nil {
-			return Checksum{}, fmt.Errorf("reading %d bytes of file content: %w", size, err)
+			return Object{}, fmt.Errorf("reading %d bytes of file content: %w", size, err)
 		}
 		return w.WriteBytes(meta, buf)
 	}
-	return w.writeStream(meta, size, src)
+	if len(w.chunk) == 0 {
+		w.chunk = make([]byte, chunkSize)
+	}
+	if w.txn.stage == nil {
+		sum, err := w.writeStream(meta, size, src)
+		if err == nil {
+			w.txn.remember(sum)
+		}
+		return Object{Sum: sum, Written: true}, err
+	}
+	sum, written, err := w.txn.stage.writeStream(meta, size, src, w.chunk)
+	if err != nil {
+		return Object{}, fmt.Errorf("writing file object of %d bytes: %w", size, err)
+	}
+	return Object{Sum: sum, Written: written}, nil
 }
 
-// WriteBytes writes a regular file whose bytes are data, handed to
-// libostree in one piece.
-func (w *Writer) WriteBytes(meta FileMeta, data []byte) (Checksum, error) {
-	var out [65]byte
-	xattrs := newXattrs(meta.Xattrs)
-	defer C.ex_variant_unref(xattrs)
-	var p *C.guint8
-	if len(data) > 0 {
-		p = (*C.guint8)(unsafe.Pointer(&data[0]))
+func checkRegular(meta FileMeta) error {
+	if meta.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return fmt.Errorf("writing file object: mode %o is not a regular file's", meta.Mode)
 	}
-	var cerr *C.char
-	if C.ex_write_regfile_inline(w.txn.repo.ptr, C.guint32(meta.UID), C.guint32(meta.GID), C.guint32(meta.Mode),
-		xattrs, p, C.gsize(len(data)), outPtr(&out), &cerr) == 0 {
-		return Checksum{}, fmt.Errorf("writing file object of %d bytes: %w", len(data), takeError(cerr))
-	}
-	return checksumOut(&out)
+	return nil
+}
+
+// WriteBytes writes a regular file whose bytes are data.
+func (w *Writer) WriteBytes(meta FileMeta, data []byte) (Object, error) {
+	var out [1]Object
+	_, err := w.WriteBatch(data, []BatchFile{{Meta: meta, Len: len(data)}}, out[:])
+	return out[0], err
 }
 
 // BatchFile is one file of a batch written with WriteBatch: its metadata
@@ -215,59 +311,133 @@ type BatchFile struct {
 }
 
 // WriteBatch writes many small regular files, whose bytes all lie in buf,
-// in one call into libostree, and puts each file's object checksum in
-// sums, which must be as long as files. It returns how many files it
-// wrote; when it fails, files[n] is the file that failed.
-func (w *Writer) WriteBatch(buf []byte, files []BatchFile, sums []Checksum) (int, error) {
-	if len(sums) < len(files) {
-		return 0, fmt.Errorf("writing %d file objects: room for %d checksums", len(files), len(sums))
+// and puts each file's object in out, which must be as long as files. A
+// file whose object the repository or the transaction has is not written
+// again. It returns how many files it saw to: when it fails, files[n] is
+// the file that failed.
+func (w *Writer) WriteBatch(buf []byte, files []BatchFile, out []Object) (int, error) {
+	if len(out) < len(files) {
+		return 0, fmt.Errorf("writing %d file objects: room for %d results", len(files), len(out))
 	}
-	if len(files) == 0 {
+	for i, f := range files {
+		if f.Off < 0 || f.Len < 0 || f.Off+f.Len > len(buf) {
+			return 0, fmt.Errorf("writing file object %d: bytes %d+%d outside the batch's %d", i, f.Off, f.Len, len(buf))
+		}
+	}
+	if w.txn.stage != nil {
+		return w.stageBatch(buf, files, out)
+	}
+	// Through libostree, the files it must write go in one call: one
+	// thread handoff for many files.
+	var todo []int
+	seen := map[Checksum]bool{}
+	limit, stopped := len(files), error(nil)
+	for i, f := range files {
+		if stopped = checkRegular(f.Meta); stopped != nil {
+			limit = i
+			break
+		}
+		sum := contentChecksum(f.Meta, buf[f.Off:f.Off+f.Len])
+		out[i] = Object{Sum: sum}
+		if seen[sum] {
+			continue
+		}
+		found, err := w.txn.has(sum)
+		if err != nil {
+			limit, stopped = i, err
+			break
+		}
+		seen[sum] = true
+		if !found {
+			todo = append(todo, i)
+		}
+	}
+	if k, err := w.libostreeBatch(buf, files, todo, out); err != nil {
+		return todo[k], err
+	}
+	return limit, stopped
+}
+
+// stageBatch writes a batch's files into the stage, one by one.
+func (w *Writer) stageBatch(buf []byte, files []BatchFile, out []Object) (int, error) {
+	for i, f := range files {
+		if err := checkRegular(f.Meta); err != nil {
+			return i, err
+		}
+		data := buf[f.Off : f.Off+f.Len]
+		sum := contentChecksum(f.Meta, data)
+		out[i] = Object{Sum: sum}
+		found, err := w.txn.stage.has(sum)
+		if err != nil {
+			return i, err
+		}
+		if found {
+			continue
+		}
+		if out[i].Written, err = w.txn.stage.writeBytes(sum, f.Meta, data); err != nil {
+			return i, fmt.Errorf("writing file object of %d bytes: %w", len(data), err)
+		}
+	}
+	return len(files), nil
+}
+
+// libostreeBatch writes files[i] for each i in todo in one call into
+// libostree, and checks that libostree names each object as out[i]
+// already does. It returns the position in todo of the file that failed.
+func (w *Writer) libostreeBatch(buf []byte, files []BatchFile, todo []int, out []Object) (int, error) {
+	if len(todo) == 0 {
 		return 0, nil
 	}
-	uids := make([]C.guint32, len(files))
-	gids := make([]C.guint32, len(files))
-	modes := make([]C.guint32, len(files))
-	offs := make([]C.gsize, len(files))
-	lens := make([]C.gsize, len(files))
+	uids := make([]C.guint32, len(todo))
+	gids := make([]C.guint32, len(todo))
+	modes := make([]C.guint32, len(todo))
+	offs := make([]C.gsize, len(todo))
+	lens := make([]C.gsize, len(todo))
 	// The GVariants are C memory, so a Go slice may hold them.
-	xattrs := make([]*C.GVariant, len(files))
+	xattrs := make([]*C.GVariant, len(todo))
 	defer func() {
 		for _, x := range xattrs {
 			C.ex_variant_unref(x)
 		}
 	}()
-	for i, f := range files {
-		if f.Off < 0 || f.Len < 0 || f.Off+f.Len > len(buf) {
-			return 0, fmt.Errorf("writing file object %d: bytes %d+%d outside the batch's %d", i, f.Off, f.Len, len(buf))
-		}
-		uids[i], gids[i], modes[i] = C.guint32(f.Meta.UID), C.guint32(f.Meta.GID), C.guint32(f.Meta.Mode)
-		offs[i], lens[i] = C.gsize(f.Off), C.gsize(f.Len)
-		xattrs[i] = newXattrs(f.Meta.Xattrs)
+	for k, i := range todo {
+		f := files[i]
+		uids[k], gids[k], modes[k] = C.guint32(f.Meta.UID), C.guint32(f.Meta.GID), C.guint32(f.Meta.Mode)
+		offs[k], lens[k] = C.gsize(f.Off), C.gsize(f.Len)
+		xattrs[k] = newXattrs(f.Meta.Xattrs)
 	}
 	var p *C.guint8
 	if len(buf) > 0 {
 		p = (*C.guint8)(unsafe.Pointer(&buf[0]))
 	}
-	out := make([]byte, len(files)*65)
+	sums := make([]byte, len(todo)*65)
 	var cerr *C.char
-	n := int(C.ex_write_regfiles_inline(w.txn.repo.ptr, C.int(len(files)), &uids[0], &gids[0], &modes[0],
-		&xattrs[0], p, &offs[0], &lens[0], (*C.char)(unsafe.Pointer(&out[0])), &cerr))
-	for i := range n {
-		sum, err := ParseChecksum(string(out[i*65 : i*65+64]))
-		if err != nil {
-			return i, err
+	n := int(C.ex_write_regfiles_inline(w.txn.repo.ptr, C.int(len(todo)), &uids[0], &gids[0], &modes[0],
+		&xattrs[0], p, &offs[0], &lens[0], (*C.char)(unsafe.Pointer(&sums[0])), &cerr))
+	for k := range n {
+		i := todo[k]
+		got, err := ParseChecksum(string(sums[k*65 : k*65+64]))
+		if err == nil && got != out[i].Sum {
+			err = fmt.Errorf("libostree named the file object %s, explodefs %s", got, out[i].Sum)
 		}
-		sums[i] = sum
+		if err != nil {
+			if n < len(todo) {
+				C.g_free(C.gpointer(unsafe.Pointer(cerr)))
+			}
+			return k, err
+		}
+		out[i].Written = true
+		w.txn.remember(got)
 	}
-	if n < len(files) {
-		return n, fmt.Errorf("writing file object of %d bytes: %w", files[n].Len, takeError(cerr))
+	if n < len(todo) {
+		return n, fmt.Errorf("writing file object of %d bytes: %w", files[todo[n]].Len, takeError(cerr))
 	}
 	return n, nil
 }
 
-// writeStream writes a large file chunk by chunk, reading src on the
-// writer thread, so that the content writer stays on one thread.
+// writeStream writes a large file through libostree chunk by chunk,
+// reading src on the writer thread, so that the content writer stays on
+// one thread.
 func (w *Writer) writeStream(meta FileMeta, size int64, src io.Reader) (Checksum, error) {
 	var out [65]byte
 	err := func() error {
@@ -278,9 +448,6 @@ func (w *Writer) writeStream(meta FileMeta, size int64, src io.Reader) (Checksum
 			C.guint64(size), xattrs, &cerr)
 		if cw == nil {
 			return fmt.Errorf("starting: %w", takeError(cerr))
-		}
-		if len(w.chunk) == 0 {
-			w.chunk = make([]byte, chunkSize)
 		}
 		buf := w.chunk[:min(size, chunkSize)]
 		for left := size; left > 0; {
@@ -416,7 +583,7 @@ func newXattrs(xs []Xattr) *C.GVariant {
 	if len(xs) == 0 {
 		return nil
 	}
-	xs = slices.SortedFunc(slices.Values(xs), func(a, b Xattr) int { return strings.Compare(a.Name, b.Name) })
+	xs = sortedXattrs(xs)
 	var names strings.Builder
 	var values []byte
 	lens := make([]C.gsize, len(xs))
