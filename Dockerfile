@@ -21,7 +21,7 @@ FROM ${BASE_IMAGE} AS build
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends \
-      gcc libc6-dev zlib1g-dev libostree-dev pkg-config \
+      gcc libc6-dev zlib1g-dev libisal-dev libostree-dev pkg-config \
       curl unzip ca-certificates >/dev/null \
  && rm -rf /var/lib/apt/lists/*
 # CAs mounted at /usr/local/share/ca-certificates during the build (an HTTPS
@@ -47,13 +47,14 @@ RUN go build -o /explodefs ./cmd/explodefs && /explodefs version
 
 FROM ${BASE_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive
-# The libraries ldd names for the binary come with libostree-1-1 and zlib1g.
+# The libraries ldd names for the binary come with libostree-1-1, zlib1g
+# and libisal2.
 # go-fuse mounts with mount(2) directly as root, so no fuse3/fusermount.
 # The trust store is rebuilt without the CAs mounted for the build: the
 # image trusts Debian's CAs and nothing of the machine it was built on.
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends \
-      libostree-1-1 zlib1g ca-certificates curl >/dev/null \
+      libostree-1-1 zlib1g libisal2 ca-certificates curl >/dev/null \
  && rm -rf /var/lib/apt/lists/* /etc/ssl/certs/* \
  && update-ca-certificates --fresh --localcertsdir /nonexistent >/dev/null
 COPY --from=build /explodefs /usr/local/bin/explodefs

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(
   gcc libc6-dev zlib1g-dev   # cgo: zlib checkpoints
+  libisal-dev                # cgo: ISA-L's igzip, which reads from the checkpoints
   libostree-dev              # cgo: the OSTree materializer
   ostree runc                # tests: checkouts, fsck and running images
   podman debootstrap         # the container image: hack/base-image.sh, test/container

@@ -33,7 +33,8 @@ const gzipTrailerSize = 8
 // The reader checks the CRCs of members it starts from their header, but not
 // of the member it resumes in the middle of; callers that need integrity
 // verify the output themselves. It never loops forever on garbage: each
-// step consumes input, produces output or fails. Close frees the zlib state.
+// step consumes input, produces output or fails. Close frees the inflate
+// state.
 func NewReader(blob io.ReaderAt, blobSize int64, c Checkpoint) (io.ReadCloser, error) {
 	return NewReaderSize(blob, blobSize, c, readerInputSize)
 }
@@ -61,14 +62,14 @@ func NewReaderSize(blob io.ReaderAt, blobSize int64, c Checkpoint, inputSize int
 		// headers, so buffering would only add a copy.
 		rb: readBuf{size: readerOutputSize, direct: 4 << 10}}
 	if c.MemberStart {
-		z, err := newZstream(inputSize, wbitsGzip)
+		z, err := newZlibInflater(inputSize)
 		if err != nil {
 			return nil, err
 		}
 		r.z, r.state = z, stateBetween
 		return r, nil
 	}
-	z, err := newZstream(inputSize, wbitsRaw)
+	z, err := newIstream(inputSize)
 	if err != nil {
 		return nil, err
 	}
@@ -82,10 +83,7 @@ func NewReaderSize(blob io.ReaderAt, blobSize int64, c Checkpoint, inputSize int
 			z.free()
 			return nil, fmt.Errorf("zran: reading checkpoint byte at compressed offset %d: %w", c.In-1, err)
 		}
-		if err := z.prime(int(c.Bits), z.in[0]>>(8-c.Bits)); err != nil {
-			z.free()
-			return nil, fmt.Errorf("%w at compressed offset %d", err, c.In)
-		}
+		z.prime(int(c.Bits), z.in[0]>>(8-c.Bits))
 		// Drop the byte from the input: inflate starts at c.In.
 		copy(z.in, z.in[1:r.inLen])
 		r.inPos, r.inLen = c.In, r.inLen-1
@@ -100,10 +98,46 @@ func NewReaderSize(blob io.ReaderAt, blobSize int64, c Checkpoint, inputSize int
 	return r, nil
 }
 
+// inflater is what a reader inflates with: ISA-L from a checkpoint inside
+// a member, zlib from a member's start.
+type inflater interface {
+	// input is the input buffer, C memory.
+	input() []byte
+	setInput(n int)
+	availIn() int
+	skip(n int)
+	// inflate returns how many bytes it wrote to out and a zlib return
+	// code.
+	inflate(out []byte) (int, int)
+	// unusedBytes is how many bytes of input the inflater took beyond
+	// the end of the deflate data it just finished.
+	unusedBytes() int
+	msg(ret int) string
+	free()
+}
+
+// zlibInflater is a zstream as an inflater.
+type zlibInflater struct{ *zstream }
+
+func newZlibInflater(inSize int) (*zlibInflater, error) {
+	z, err := newZstream(inSize, wbitsGzip)
+	if err != nil {
+		return nil, err
+	}
+	return &zlibInflater{z}, nil
+}
+
+func (z *zlibInflater) input() []byte { return z.in }
+
+func (z *zlibInflater) inflate(out []byte) (int, int) { return z.zstream.inflate(out, zNoFlush) }
+
+// zlib never takes input past the end of the deflate data.
+func (z *zlibInflater) unusedBytes() int { return 0 }
+
 type reader struct {
 	blob io.ReaderAt
 	size int64
-	z    *zstream
+	z    inflater
 
 	state   streamState // stateBetween, stateMember or stateTrailer
 	raw     bool        // inflating raw deflate: the trailer is ours to skip
@@ -152,11 +186,11 @@ func (r *reader) fill() error {
 	r.inPos = r.pos
 	r.inLen = 0
 	r.z.setInput(0)
-	want := min(int64(len(r.z.in)), r.size-r.pos)
+	want := min(int64(len(r.z.input())), r.size-r.pos)
 	if want <= 0 {
 		return nil
 	}
-	n, err := r.blob.ReadAt(r.z.in[:want], r.pos)
+	n, err := r.blob.ReadAt(r.z.input()[:want], r.pos)
 	if n == 0 {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
@@ -177,11 +211,12 @@ func (r *reader) inflate(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	n, ret := r.z.inflate(p, zNoFlush)
+	n, ret := r.z.inflate(p)
 	switch ret {
 	case zOK:
 		return n, nil
 	case zStreamEnd:
+		r.giveBack(r.z.unusedBytes())
 		if r.raw {
 			r.state, r.trailer = stateTrailer, gzipTrailerSize
 		} else {
@@ -199,6 +234,42 @@ func (r *reader) inflate(p []byte) (int, error) {
 	default:
 		return n, fmt.Errorf("zran: corrupt gzip data at compressed offset %d: %s", r.consumed(), r.z.msg(ret))
 	}
+}
+
+// giveBack returns n bytes that the inflater read ahead past the end of
+// a member's deflate data (or of the member) to the pending input, from
+// the blob if the input buffer no longer holds them.
+func (r *reader) giveBack(n int) {
+	if n == 0 {
+		return
+	}
+	if used := r.inLen - r.z.availIn(); n <= used {
+		r.z.skip(-n)
+		return
+	}
+	r.pos = r.consumed() - int64(n)
+	r.inPos, r.inLen = r.pos, 0
+	r.z.setInput(0)
+}
+
+// nextGzipMember readies the inflater for a gzip member that starts at
+// the pending input. ISA-L inflated the raw deflate data of the member
+// the reader started in; zlib checks gzip headers and trailers, so it
+// takes over, with the pending input.
+func (r *reader) nextGzipMember() error {
+	if z, ok := r.z.(*zlibInflater); ok {
+		return z.reset(wbitsGzip)
+	}
+	z, err := newZlibInflater(len(r.z.input()))
+	if err != nil {
+		return err
+	}
+	pending := r.z.input()[r.inLen-r.z.availIn() : r.inLen]
+	r.inPos, r.inLen = r.consumed(), copy(z.in, pending)
+	z.setInput(r.inLen)
+	r.z.free()
+	r.z = z
+	return nil
 }
 
 // skipTrailer passes over the trailer of the member that was inflated raw.
@@ -228,13 +299,13 @@ func (r *reader) nextMember() error {
 		}
 		return r.fill()
 	}
-	if r.z.in[r.inLen-r.z.availIn()] != 0x1f && !r.first {
+	if r.z.input()[r.inLen-r.z.availIn()] != 0x1f && !r.first {
 		// Padding or garbage after the last member; the Indexer has
 		// already judged it.
 		return io.EOF
 	}
 	if !r.first {
-		if err := r.z.reset(wbitsGzip); err != nil {
+		if err := r.nextGzipMember(); err != nil {
 			return err
 		}
 	}

@@ -8,8 +8,9 @@
 // at uncompressed offset X only inflates from the nearest checkpoint at or
 // before X. The technique is the one of zlib's examples/zran.c.
 //
-// This is the project's only user of cgo and zlib: the rest of explodefs sees
-// plain io.Readers and Checkpoint values.
+// This is the project's only user of zlib and ISA-L (which inflates for
+// readers, faster than zlib): the rest of explodefs sees plain io.Readers
+// and Checkpoint values.
 package zran
 
 // Checkpoint is a place in a gzip stream where inflation can restart.

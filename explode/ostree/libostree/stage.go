@@ -22,9 +22,8 @@ import (
 // hashes without the CPU's SHA instructions and pushes every file through
 // GIO streams. A bare object is only the file's bytes with its owner,
 // mode, xattrs and an mtime of 0, named by its checksum, so the stage
-// writes it with plain system calls: an O_TMPFILE in its own directory
-// under the repository's tmp/, linked there under the object's name once
-// complete. Commit syncs the filesystem and only then renames the objects
+// writes it with plain system calls, into a directory of its own under
+// the repository's tmp/. Commit syncs the filesystem and only then renames the objects
 // into objects/, before libostree commits its own objects and the refs
 // (after another sync), so that objects/ never holds an object whose
 // bytes have not reached the disk, and no ref names an object that is
@@ -45,7 +44,6 @@ type stage struct {
 	blockSize  int64
 	objects    uint64
 	bytes      uint64
-	noTmpfile  bool
 	tmpCounter uint64
 }
 
@@ -133,43 +131,50 @@ func (s *stage) has(c Checksum) (bool, error) {
 	return false, nil
 }
 
-// objectFile is a content object being written: a file in the stage with
-// no name yet (or a temporary one where O_TMPFILE is not supported).
+// objectFile is a content object being written into the stage, under
+// its own name or, while its checksum is unknown, a temporary one.
 type objectFile struct {
 	s       *stage
 	fd      int
+	name    string
 	tmpName string
 }
 
-// create starts an object of size bytes, which it charges to the budget.
-func (s *stage) create(size int64) (*objectFile, error) {
+// create starts an object of size bytes, which it charges to the
+// budget, under name (c's file name), or a temporary name when name is
+// empty. It returns nil if the stage has the name already: another
+// writer has the object.
+func (s *stage) create(size int64, name string) (*objectFile, error) {
 	if err := s.charge(size); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	noTmpfile := s.noTmpfile
-	s.mu.Unlock()
-	if !noTmpfile {
-		fd, err := unix.Openat(s.dirFD, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
-		if err == nil {
-			return &objectFile{s: s, fd: fd}, nil
-		}
-		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) {
-			return nil, fmt.Errorf("creating a temporary file in %s: %w", s.dir, err)
-		}
+	f := &objectFile{s: s, name: name}
+	if name == "" {
 		s.mu.Lock()
-		s.noTmpfile = true
+		s.tmpCounter++
+		f.tmpName = ".tmp-" + strconv.FormatUint(s.tmpCounter, 10)
 		s.mu.Unlock()
 	}
-	s.mu.Lock()
-	s.tmpCounter++
-	name := ".tmp-" + strconv.FormatUint(s.tmpCounter, 10)
-	s.mu.Unlock()
-	fd, err := unix.Openat(s.dirFD, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("creating %s in %s: %w", name, s.dir, err)
+	// Not O_TMPFILE: ext4 puts such a file on its orphan list, under a
+	// filesystem-wide lock, and takes it off when it is linked, which
+	// costs more than the rest of a small file's write.
+	fd, err := unix.Openat(s.dirFD, f.path(), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if errors.Is(err, unix.EEXIST) && name != "" {
+		return nil, nil
 	}
-	return &objectFile{s: s, fd: fd, tmpName: name}, nil
+	if err != nil {
+		return nil, fmt.Errorf("creating %s in %s: %w", f.path(), s.dir, err)
+	}
+	f.fd = fd
+	return f, nil
+}
+
+// path is the file's name in the stage directory.
+func (f *objectFile) path() string {
+	if f.tmpName != "" {
+		return f.tmpName
+	}
+	return f.name
 }
 
 // charge takes size bytes, rounded up to whole blocks, from the budget.
@@ -199,8 +204,9 @@ func (f *objectFile) write(p []byte) error {
 	return nil
 }
 
-// finish gives the object its metadata and its name c; it reports false
-// if another writer named an equal object first.
+// finish gives the object its metadata and, if it had a temporary
+// name, its name c; it reports false if another writer named an equal
+// object first. Until it succeeds, close removes the file.
 func (f *objectFile) finish(c Checksum, meta FileMeta, size int64) (bool, error) {
 	defer f.close()
 	// fchown clears setuid and setgid, so it comes before fchmod.
@@ -221,21 +227,17 @@ func (f *objectFile) finish(c Checksum, meta FileMeta, size int64) (bool, error)
 		return false, fmt.Errorf("setting the mtime: %w", errno)
 	}
 	name := c.String() + ".file"
-	var err error
 	if f.tmpName != "" {
-		err = unix.Renameat2(f.s.dirFD, f.tmpName, f.s.dirFD, name, unix.RENAME_NOREPLACE)
-		if err == nil {
-			f.tmpName = ""
+		err := unix.Renameat2(f.s.dirFD, f.tmpName, f.s.dirFD, name, unix.RENAME_NOREPLACE)
+		if errors.Is(err, unix.EEXIST) {
+			return false, nil
 		}
-	} else {
-		err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(f.fd), f.s.dirFD, name, unix.AT_SYMLINK_FOLLOW)
+		if err != nil {
+			return false, fmt.Errorf("naming object %s in %s: %w", c, f.s.dir, err)
+		}
+		f.tmpName = ""
 	}
-	if errors.Is(err, unix.EEXIST) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("naming object %s in %s: %w", c, f.s.dir, err)
-	}
+	f.name = ""
 	f.s.mu.Lock()
 	f.s.names = append(f.s.names, name)
 	f.s.objects++
@@ -244,22 +246,22 @@ func (f *objectFile) finish(c Checksum, meta FileMeta, size int64) (bool, error)
 	return true, nil
 }
 
-// close drops the file; one not named by finish goes with it.
+// close drops the file; one that finish did not complete goes with it.
 func (f *objectFile) close() {
 	if f.fd < 0 {
 		return
 	}
 	unix.Close(f.fd)
 	f.fd = -1
-	if f.tmpName != "" {
-		unix.Unlinkat(f.s.dirFD, f.tmpName, 0)
+	if p := f.path(); p != "" {
+		unix.Unlinkat(f.s.dirFD, p, 0)
 	}
 }
 
 // writeBytes writes the object c of a file whose bytes are data.
 func (s *stage) writeBytes(c Checksum, meta FileMeta, data []byte) (bool, error) {
-	f, err := s.create(int64(len(data)))
-	if err != nil {
+	f, err := s.create(int64(len(data)), c.String()+".file")
+	if f == nil || err != nil {
 		return false, err
 	}
 	if err := f.write(data); err != nil {
@@ -272,7 +274,7 @@ func (s *stage) writeBytes(c Checksum, meta FileMeta, data []byte) (bool, error)
 // writeStream writes the object of a file of size bytes read from src,
 // hashing them as they go, through buf.
 func (s *stage) writeStream(meta FileMeta, size int64, src io.Reader, buf []byte) (Checksum, bool, error) {
-	f, err := s.create(size)
+	f, err := s.create(size, "")
 	if err != nil {
 		return Checksum{}, false, err
 	}
