@@ -542,7 +542,24 @@ func TestNiceThreads(t *testing.T) {
 // A batch gives each file the object a write of its own gives, and names
 // the file that failed.
 func TestWriteBatchEqualsSingleWrites(t *testing.T) {
-	r := newRepo(t)
+	t.Run("default", func(t *testing.T) { testWriteBatch(t, newRepo(t)) })
+	// As root the default is the stage; libostree's path, which a
+	// bare-user repository takes, is tested too.
+	t.Run("libostree", func(t *testing.T) {
+		mode := Bare
+		if os.Geteuid() != 0 {
+			mode = BareUser
+		}
+		r, err := Create(filepath.Join(t.TempDir(), "repo"), mode, forceLibostreeWrites)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		testWriteBatch(t, r)
+	})
+}
+
+func testWriteBatch(t *testing.T, r *Repo) {
 	txn, err := r.Begin()
 	if err != nil {
 		t.Fatal(err)

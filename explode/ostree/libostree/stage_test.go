@@ -70,9 +70,14 @@ func TestStageWritesWhatLibostreeWrites(t *testing.T) {
 	dir := t.TempDir()
 	staged := createBare(t, filepath.Join(dir, "staged"))
 	plain := createBare(t, filepath.Join(dir, "plain"), forceLibostreeWrites)
+	user, err := Create(filepath.Join(dir, "user"), BareUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer user.Close()
 	files := stageFiles()
 	sums := map[*Repo][]Checksum{}
-	for _, r := range []*Repo{staged, plain} {
+	for _, r := range []*Repo{staged, plain, user} {
 		txn, err := r.Begin()
 		if err != nil {
 			t.Fatal(err)
@@ -100,6 +105,9 @@ func TestStageWritesWhatLibostreeWrites(t *testing.T) {
 		if r == staged && stats.Objects < uint64(len(files)) {
 			t.Errorf("repo %s: commit counts %d objects, want at least %d", r.Path(), stats.Objects, len(files))
 		}
+	}
+	if !slices.Equal(sums[user], sums[plain]) {
+		t.Errorf("bare-user objects %v, bare %v", sums[user], sums[plain])
 	}
 	for i, f := range files {
 		if sums[staged][i] != sums[plain][i] {
