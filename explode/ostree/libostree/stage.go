@@ -23,12 +23,12 @@ import (
 // GIO streams. A bare object is only the file's bytes with its owner,
 // mode, xattrs and an mtime of 0, named by its checksum, so the stage
 // writes it with plain system calls, into a directory of its own under
-// the repository's tmp/. Commit syncs the filesystem and only then renames the objects
-// into objects/, before libostree commits its own objects and the refs
-// (after another sync), so that objects/ never holds an object whose
-// bytes have not reached the disk, and no ref names an object that is
-// not there. Abort, or a crash, leaves the objects in the stage
-// directory, which is removed then or by the next Begin.
+// the repository's tmp/. Commit syncs the filesystem and only then
+// renames the objects into objects/, before libostree commits its own
+// objects and the refs (after another sync), so that objects/ never holds
+// an object whose bytes have not reached the disk, and no ref names an
+// object that is not there. Abort, or a crash, leaves the objects in the
+// stage directory, which is removed then or by the next Begin.
 //
 // Bare-user repositories keep owner, mode and xattrs in an xattr of their
 // own and are written through libostree.
@@ -39,7 +39,6 @@ type stage struct {
 	repoPath   string
 	minFree    uint64
 	mu         sync.Mutex
-	names      []string
 	budget     int64
 	blockSize  int64
 	objects    uint64
@@ -239,7 +238,6 @@ func (f *objectFile) finish(c Checksum, meta FileMeta, size int64) (bool, error)
 	}
 	f.name = ""
 	f.s.mu.Lock()
-	f.s.names = append(f.s.names, name)
 	f.s.objects++
 	f.s.bytes += uint64(size)
 	f.s.mu.Unlock()
@@ -301,30 +299,47 @@ func (s *stage) writeStream(meta FileMeta, size int64, src io.Reader, buf []byte
 }
 
 // publish makes the staged objects durable and moves them into objects/.
+// It lists the stage directory rather than keeping a list of names, which
+// for an image of a million files would be a hundred megabytes.
 func (s *stage) publish() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.names) == 0 {
+	if s.objects == 0 {
 		return nil
 	}
 	if err := unix.Syncfs(s.dirFD); err != nil {
 		return fmt.Errorf("syncing the filesystem of %s: %w", s.dir, err)
 	}
+	dir, err := os.Open(s.dir)
+	if err != nil {
+		return fmt.Errorf("listing stage %s: %w", s.dir, err)
+	}
+	defer dir.Close()
 	made := map[string]bool{}
-	for _, name := range s.names {
-		prefix := name[:2]
-		if !made[prefix] {
-			if err := unix.Mkdirat(s.objectsFD, prefix, 0o777); err != nil && !errors.Is(err, unix.EEXIST) {
-				return fmt.Errorf("creating objects/%s: %w", prefix, err)
-			}
-			made[prefix] = true
+	for {
+		names, err := dir.Readdirnames(1024)
+		if errors.Is(err, io.EOF) {
+			return nil
 		}
-		if err := unix.Renameat(s.dirFD, name, s.objectsFD, prefix+"/"+name[2:]); err != nil {
-			return fmt.Errorf("moving object %s into %s/objects: %w", strings.TrimSuffix(name, ".file"), s.repoPath, err)
+		if err != nil {
+			return fmt.Errorf("listing stage %s: %w", s.dir, err)
+		}
+		for _, name := range names {
+			if !strings.HasSuffix(name, ".file") || len(name) < 3 {
+				continue
+			}
+			prefix := name[:2]
+			if !made[prefix] {
+				if err := unix.Mkdirat(s.objectsFD, prefix, 0o777); err != nil && !errors.Is(err, unix.EEXIST) {
+					return fmt.Errorf("creating objects/%s: %w", prefix, err)
+				}
+				made[prefix] = true
+			}
+			if err := unix.Renameat(s.dirFD, name, s.objectsFD, prefix+"/"+name[2:]); err != nil {
+				return fmt.Errorf("moving object %s into %s/objects: %w", strings.TrimSuffix(name, ".file"), s.repoPath, err)
+			}
 		}
 	}
-	s.names = nil
-	return nil
 }
 
 // stats counts the objects the stage wrote.
