@@ -18,10 +18,10 @@ import (
 // of the writers into batches of up to batchBytes and batchFiles, and a
 // batch is written in one call into libostree: one handoff between
 // threads, and one call, for many files. Up to readAheadBatches wait for a
-// writer, so that inflating them (on the reader goroutine) overlaps
+// writer, so that inflating them (on the readers' goroutines) overlaps
 // hashing and writing them (on the repository's writer threads). A large
 // file is read by the writer that writes it, so that while it inflates
-// and hashes one, the reader and the other writers go on with the files
+// and hashes one, the readers and the other writers go on with the files
 // after it.
 const (
 	smallFile        = 256 << 10
@@ -47,14 +47,15 @@ type smallContent struct {
 	off int
 }
 
-// writeContents reads files on one goroutine and writes them on
+// writeContents reads files on up to readers goroutines, a layer each,
+// and writes them on
 // Options.Writers of the repository's writer threads.
 func (c *imageCommit) writeContents(ctx context.Context, files []regularFile) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	batches := make(chan batch, readAheadBatches)
 	c.buffers = make(chan *[]byte, readAheadBatches+c.m.opts.Writers+1)
-	go c.readAhead(ctx, files, batches)
+	go c.readLayers(ctx, files, batches)
 	stopWriteBack := make(chan struct{})
 	defer close(stopWriteBack)
 	go c.writeBack(stopWriteBack)
@@ -193,11 +194,42 @@ func (c *imageCommit) done(f regularFile, obj libostree.Object) {
 	c.report(false)
 }
 
+// readers is how many layers are read ahead at once. Each layer is one
+// stream, inflated in order on one goroutine; two keep both cores of a
+// small machine busy while the writers wait on the kernel.
+const readers = 2
+
+// readLayers runs a readAhead for each layer's run of files (files are in
+// layer order), up to readers at once, and closes batches after the last.
+func (c *imageCommit) readLayers(ctx context.Context, files []regularFile, batches chan<- batch) {
+	defer close(batches)
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, readers)
+	for i := 0; i < len(files); {
+		j := i
+		for j < len(files) && files[j].layer == files[i].layer {
+			j++
+		}
+		layer := files[i:j]
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			c.readAhead(ctx, layer, batches)
+		})
+		i = j
+	}
+	wg.Wait()
+}
+
 // readAhead reads small files in order into batches for writeContents,
 // giving way to foreground reads before each file, and passes large ones
 // on unread.
 func (c *imageCommit) readAhead(ctx context.Context, files []regularFile, batches chan<- batch) {
-	defer close(batches)
 	send := func(b batch) bool {
 		select {
 		case batches <- b:

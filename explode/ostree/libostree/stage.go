@@ -39,6 +39,7 @@ type stage struct {
 	repoPath   string
 	minFree    uint64
 	mu         sync.Mutex
+	prefixes   [256]bool
 	budget     int64
 	blockSize  int64
 	objects    uint64
@@ -114,12 +115,11 @@ func removeStaleStages(tmp string) error {
 
 // has reports whether the repository or the stage holds object c.
 func (s *stage) has(c Checksum) (bool, error) {
-	h := c.String()
 	var st unix.Stat_t
 	for _, at := range []struct {
 		fd   int
 		name string
-	}{{s.objectsFD, h[:2] + "/" + h[2:] + ".file"}, {s.dirFD, h + ".file"}} {
+	}{{s.objectsFD, looseName(c)}, {s.dirFD, looseName(c)}} {
 		switch err := unix.Fstatat(at.fd, at.name, &st, unix.AT_SYMLINK_NOFOLLOW); {
 		case err == nil:
 			return true, nil
@@ -225,8 +225,11 @@ func (f *objectFile) finish(c Checksum, meta FileMeta, size int64) (bool, error)
 	if _, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(f.fd), 0, uintptr(unsafe.Pointer(&times[0])), 0, 0, 0); errno != 0 {
 		return false, fmt.Errorf("setting the mtime: %w", errno)
 	}
-	name := c.String() + ".file"
+	name := looseName(c)
 	if f.tmpName != "" {
+		if err := f.s.ensurePrefix(name[:2]); err != nil {
+			return false, err
+		}
 		err := unix.Renameat2(f.s.dirFD, f.tmpName, f.s.dirFD, name, unix.RENAME_NOREPLACE)
 		if errors.Is(err, unix.EEXIST) {
 			return false, nil
@@ -258,7 +261,11 @@ func (f *objectFile) close() {
 
 // writeBytes writes the object c of a file whose bytes are data.
 func (s *stage) writeBytes(c Checksum, meta FileMeta, data []byte) (bool, error) {
-	f, err := s.create(int64(len(data)), c.String()+".file")
+	name := looseName(c)
+	if err := s.ensurePrefix(name[:2]); err != nil {
+		return false, err
+	}
+	f, err := s.create(int64(len(data)), name)
 	if f == nil || err != nil {
 		return false, err
 	}
@@ -298,9 +305,37 @@ func (s *stage) writeStream(meta FileMeta, size int64, src io.Reader, buf []byte
 	return c, written, err
 }
 
-// publish makes the staged objects durable and moves them into objects/.
-// It lists the stage directory rather than keeping a list of names, which
-// for an image of a million files would be a hundred megabytes.
+// looseName is object c's file under objects/, and under the stage,
+// which has the same layout.
+func looseName(c Checksum) string {
+	h := c.String()
+	return h[:2] + "/" + h[2:] + ".file"
+}
+
+// ensurePrefix creates the stage's subdirectory for objects whose names
+// start with prefix, once.
+func (s *stage) ensurePrefix(prefix string) error {
+	i, err := strconv.ParseUint(prefix, 16, 8)
+	if err != nil {
+		return fmt.Errorf("object prefix %q: %w", prefix, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.prefixes[i] {
+		return nil
+	}
+	if err := unix.Mkdirat(s.dirFD, prefix, 0o777); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("creating %s/%s: %w", s.dir, prefix, err)
+	}
+	s.prefixes[i] = true
+	return nil
+}
+
+// publish makes the staged objects durable and moves them into objects/:
+// a whole subdirectory where objects/ has none of that prefix yet (a new
+// repository gets 256 renames rather than one per object), else object
+// by object. It lists the stage rather than keeping a list of names,
+// which for an image of a million files would be a hundred megabytes.
 func (s *stage) publish() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -310,33 +345,47 @@ func (s *stage) publish() error {
 	if err := unix.Syncfs(s.dirFD); err != nil {
 		return fmt.Errorf("syncing the filesystem of %s: %w", s.dir, err)
 	}
-	dir, err := os.Open(s.dir)
+	for i, made := range s.prefixes {
+		if !made {
+			continue
+		}
+		prefix := fmt.Sprintf("%02x", i)
+		err := unix.Renameat2(s.dirFD, prefix, s.objectsFD, prefix, unix.RENAME_NOREPLACE)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("moving %s/%s into %s/objects: %w", s.dir, prefix, s.repoPath, err)
+		}
+		if err := s.publishEach(prefix); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publishEach moves the objects of one prefix into objects/ one by one.
+func (s *stage) publishEach(prefix string) error {
+	dir, err := os.Open(filepath.Join(s.dir, prefix))
 	if err != nil {
 		return fmt.Errorf("listing stage %s: %w", s.dir, err)
 	}
 	defer dir.Close()
-	made := map[string]bool{}
 	for {
 		names, err := dir.Readdirnames(1024)
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("listing stage %s: %w", s.dir, err)
+			return fmt.Errorf("listing stage %s/%s: %w", s.dir, prefix, err)
 		}
 		for _, name := range names {
-			if !strings.HasSuffix(name, ".file") || len(name) < 3 {
+			if !strings.HasSuffix(name, ".file") {
 				continue
 			}
-			prefix := name[:2]
-			if !made[prefix] {
-				if err := unix.Mkdirat(s.objectsFD, prefix, 0o777); err != nil && !errors.Is(err, unix.EEXIST) {
-					return fmt.Errorf("creating objects/%s: %w", prefix, err)
-				}
-				made[prefix] = true
-			}
-			if err := unix.Renameat(s.dirFD, name, s.objectsFD, prefix+"/"+name[2:]); err != nil {
-				return fmt.Errorf("moving object %s into %s/objects: %w", strings.TrimSuffix(name, ".file"), s.repoPath, err)
+			p := prefix + "/" + name
+			if err := unix.Renameat(s.dirFD, p, s.objectsFD, p); err != nil {
+				return fmt.Errorf("moving object %s%s into %s/objects: %w", prefix, strings.TrimSuffix(name, ".file"), s.repoPath, err)
 			}
 		}
 	}

@@ -271,3 +271,37 @@ func TestStageKeepsMinFreeSpace(t *testing.T) {
 		t.Fatalf("16 more MB of 32 with 20 MB kept free: %v", err)
 	}
 }
+
+// A commit moves its objects into objects/ whole subdirectories at a time
+// where objects/ has none of a prefix yet, and one by one where it has:
+// both ways every object arrives.
+func TestStagePublishesIntoExistingPrefixes(t *testing.T) {
+	needRoot(t)
+	needOstreeCLI(t)
+	r := createBare(t, filepath.Join(t.TempDir(), "repo"))
+	meta := FileMeta{Mode: syscall.S_IFREG | 0o644}
+	var sums []Checksum
+	for round := range 2 {
+		txn, err := r.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 600 {
+			data := fmt.Sprintf("round %d file %d", round, i)
+			sum, err := txn.WriteFile(meta, int64(len(data)), strings.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sums = append(sums, sum)
+		}
+		if _, err := txn.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, sum := range sums {
+		if has, err := r.HasFile(sum); err != nil || !has {
+			t.Fatalf("object %s not in objects/ after its commit (%v)", sum, err)
+		}
+	}
+	ostreeCLI(t, r.Path(), "fsck", "--all")
+}
