@@ -75,15 +75,16 @@ type commitStats struct {
 	written, reused, same int64
 	bytesWritten          int64
 	// lookup covers finding remembered objects, contents reading and
-	// writing the rest, tree the directories and symlinks, commit the
-	// tree objects and the commit, and sync the transaction's fsync.
-	lookup, contents, tree, commit, sync time.Duration
+	// writing the rest, publish making the files' objects durable, tree
+	// the directories and symlinks, commit the tree objects and the
+	// commit, and sync the transaction's fsync.
+	lookup, contents, publish, tree, commit, sync time.Duration
 }
 
 func (s commitStats) logAttrs() []any {
 	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
 	return []any{"files_written", s.written, "files_reused", s.reused, "files_same", s.same, "bytes_written", s.bytesWritten,
-		"lookup", ms(s.lookup), "contents", ms(s.contents), "tree", ms(s.tree), "commit", ms(s.commit), "sync", ms(s.sync)}
+		"lookup", ms(s.lookup), "contents", ms(s.contents), "publish", ms(s.publish), "tree", ms(s.tree), "commit", ms(s.commit), "sync", ms(s.sync)}
 }
 
 // regularFile is a file whose object the commit needs.
@@ -126,6 +127,10 @@ func (c *imageCommit) write(ctx context.Context) (libostree.Checksum, error) {
 		return libostree.Checksum{}, err
 	}
 	phase := time.Now()
+	if err := txn.PublishContent(); err != nil {
+		return libostree.Checksum{}, err
+	}
+	c.stats.publish, phase = time.Since(phase), time.Now()
 	root := libostree.NewTree()
 	defer root.Free()
 	if err := c.writeDir(ctx, index.RootIno, "/", root); err != nil {

@@ -40,6 +40,8 @@ type stage struct {
 	minFree    uint64
 	mu         sync.Mutex
 	prefixes   [256]bool
+	// pending counts the objects not yet moved into objects/.
+	pending int
 	budget     int64
 	blockSize  int64
 	objects    uint64
@@ -242,6 +244,7 @@ func (f *objectFile) finish(c Checksum, meta FileMeta, size int64) (bool, error)
 	f.name = ""
 	f.s.mu.Lock()
 	f.s.objects++
+	f.s.pending++
 	f.s.bytes += uint64(size)
 	f.s.mu.Unlock()
 	return true, nil
@@ -339,7 +342,7 @@ func (s *stage) ensurePrefix(prefix string) error {
 func (s *stage) publish() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.objects == 0 {
+	if s.pending == 0 {
 		return nil
 	}
 	if err := unix.Syncfs(s.dirFD); err != nil {
@@ -361,6 +364,7 @@ func (s *stage) publish() error {
 			return err
 		}
 	}
+	s.pending, s.prefixes = 0, [256]bool{}
 	return nil
 }
 

@@ -129,6 +129,28 @@ func (t *Txn) Commit() (TxnStats, error) {
 	return stats, nil
 }
 
+// PublishContent makes the regular files written so far durable and moves
+// them into objects/, ahead of Commit, which then has only the rest to
+// publish. Objects published by a transaction that is then aborted stay,
+// unreferenced, until a prune. Writing the tree's objects after this
+// rather than during the write-back of the files' bytes spares them the
+// wait on a busy journal. Where libostree writes the files it does
+// nothing.
+func (t *Txn) PublishContent() error {
+	if t.done {
+		return ErrTxnDone
+	}
+	if t.stage == nil {
+		return nil
+	}
+	return t.repo.call(func() error {
+		if err := t.stage.publish(); err != nil {
+			return fmt.Errorf("publishing the content objects of a transaction in %s: %w", t.repo.path, err)
+		}
+		return nil
+	})
+}
+
 // Abort discards the transaction. It is safe after Commit.
 func (t *Txn) Abort() error {
 	if t.done {
