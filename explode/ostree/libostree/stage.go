@@ -33,15 +33,15 @@ import (
 // Bare-user repositories keep owner, mode and xattrs in an xattr of their
 // own and are written through libostree.
 type stage struct {
-	dir        string
-	dirFD      int
-	objectsFD  int
-	repoPath   string
-	minFree    uint64
-	mu         sync.Mutex
-	prefixes   [256]bool
+	dir       string
+	dirFD     int
+	objectsFD int
+	repoPath  string
+	minFree   uint64
+	mu        sync.Mutex
+	prefixes  [256]bool
 	// pending counts the objects not yet moved into objects/.
-	pending int
+	pending    int
 	budget     int64
 	blockSize  int64
 	objects    uint64
