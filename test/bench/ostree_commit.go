@@ -20,7 +20,7 @@ const materializeTimeout = 10 * time.Minute
 // commitRounds is how often each commit is timed. Both sides fsync every
 // object, and the shared disk makes one commit take 4 s or 10 s, so the
 // best of each side is compared.
-const commitRounds = 2
+const commitRounds = 3
 
 // commitFigures times the materialization of the bench image against
 // `ostree commit` of its extracted tree, then of the second image, and
