@@ -67,12 +67,11 @@ func newIstream(inSize int) (*istream, error) {
 	if z.z == nil {
 		return nil, fmt.Errorf("zran: allocating inflate state: out of memory")
 	}
-	p := C.malloc(C.size_t(inSize))
-	if p == nil {
+	var err error
+	if z.in, err = allocInput(inSize); err != nil {
 		z.free()
-		return nil, fmt.Errorf("zran: allocating %d byte input buffer: out of memory", inSize)
+		return nil, err
 	}
-	z.in = unsafe.Slice((*byte)(p), inSize)
 	C.zi_init(z.z)
 	return z, nil
 }
@@ -82,10 +81,7 @@ func (z *istream) free() {
 	if z.z == nil {
 		return
 	}
-	if z.in != nil {
-		C.free(unsafe.Pointer(&z.in[0]))
-		z.in = nil
-	}
+	freeInput(&z.in)
 	C.free(unsafe.Pointer(z.z))
 	z.z = nil
 }

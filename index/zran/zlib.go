@@ -47,11 +47,8 @@ import (
 // further back than this.
 const WindowSize = 32 << 10
 
-// Window bits for inflateInit2: gzip wrapper, or no wrapper at all.
-const (
-	wbitsGzip = 31
-	wbitsRaw  = -15
-)
+// wbitsGzip has inflateInit2 expect a gzip wrapper.
+const wbitsGzip = 31
 
 // The zlib return codes and flush modes this package uses, as Go constants.
 const (
@@ -79,18 +76,35 @@ func newZstream(inSize, wbits int) (*zstream, error) {
 	if z.z == nil {
 		return nil, fmt.Errorf("zran: allocating inflate state: out of memory")
 	}
-	p := C.malloc(C.size_t(inSize))
-	if p == nil {
+	var err error
+	if z.in, err = allocInput(inSize); err != nil {
 		z.free()
-		return nil, fmt.Errorf("zran: allocating %d byte input buffer: out of memory", inSize)
+		return nil, err
 	}
-	z.in = unsafe.Slice((*byte)(p), inSize)
 	if ret := int(C.zr_init(z.z, C.int(wbits))); ret != zOK {
 		z.free()
 		return nil, fmt.Errorf("zran: inflateInit2: zlib error %d", ret)
 	}
 	z.live = true
 	return z, nil
+}
+
+// allocInput allocates an input buffer in C memory, so that next_in can
+// stay set across calls without breaking cgo's pointer rules.
+func allocInput(n int) ([]byte, error) {
+	p := C.malloc(C.size_t(n))
+	if p == nil {
+		return nil, fmt.Errorf("zran: allocating %d byte input buffer: out of memory", n)
+	}
+	return unsafe.Slice((*byte)(p), n), nil
+}
+
+// freeInput frees a buffer of allocInput, once.
+func freeInput(in *[]byte) {
+	if *in != nil {
+		C.free(unsafe.Pointer(&(*in)[0]))
+		*in = nil
+	}
 }
 
 // free releases everything; it is safe to call more than once.
@@ -102,10 +116,7 @@ func (z *zstream) free() {
 		C.inflateEnd(&z.z.s)
 		z.live = false
 	}
-	if z.in != nil {
-		C.free(unsafe.Pointer(&z.in[0]))
-		z.in = nil
-	}
+	freeInput(&z.in)
 	C.free(unsafe.Pointer(z.z))
 	z.z = nil
 }
@@ -151,21 +162,6 @@ func (z *zstream) window(dst []byte) (int, error) {
 		return 0, fmt.Errorf("zran: inflateGetDictionary failed")
 	}
 	return n, nil
-}
-
-func (z *zstream) prime(bits int, value byte) error {
-	if ret := int(C.inflatePrime(&z.z.s, C.int(bits), C.int(value))); ret != zOK {
-		return fmt.Errorf("zran: inflatePrime: zlib error %d", ret)
-	}
-	return nil
-}
-
-func (z *zstream) setDictionary(w []byte) error {
-	ret := int(C.inflateSetDictionary(&z.z.s, (*C.Bytef)(unsafe.Pointer(&w[0])), C.uInt(len(w))))
-	if ret != zOK {
-		return fmt.Errorf("zran: inflateSetDictionary: zlib error %d", ret)
-	}
-	return nil
 }
 
 // msg is zlib's explanation of the last error, or a generic one.

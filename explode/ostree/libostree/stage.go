@@ -117,19 +117,27 @@ func removeStaleStages(tmp string) error {
 
 // has reports whether the repository or the stage holds object c.
 func (s *stage) has(c Checksum) (bool, error) {
-	var st unix.Stat_t
-	for _, at := range []struct {
-		fd   int
-		name string
-	}{{s.objectsFD, looseName(c)}, {s.dirFD, looseName(c)}} {
-		switch err := unix.Fstatat(at.fd, at.name, &st, unix.AT_SYMLINK_NOFOLLOW); {
-		case err == nil:
-			return true, nil
-		case !errors.Is(err, unix.ENOENT):
-			return false, fmt.Errorf("looking up object %s: %w", c, err)
-		}
+	if found, err := s.committed(c); found || err != nil {
+		return found, err
 	}
-	return false, nil
+	return s.lookup(s.dirFD, c)
+}
+
+// committed reports whether objects/ holds object c. A write under c's
+// name needs no look in the stage: its O_EXCL create finds an equal
+// object there.
+func (s *stage) committed(c Checksum) (bool, error) { return s.lookup(s.objectsFD, c) }
+
+func (s *stage) lookup(dirFD int, c Checksum) (bool, error) {
+	var st unix.Stat_t
+	switch err := unix.Fstatat(dirFD, looseName(c), &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.ENOENT):
+		return false, nil
+	default:
+		return false, fmt.Errorf("looking up object %s: %w", c, err)
+	}
 }
 
 // objectFile is a content object being written into the stage, under

@@ -389,7 +389,7 @@ func (w *Writer) stageBatch(buf []byte, files []BatchFile, out []Object) (int, e
 		data := buf[f.Off : f.Off+f.Len]
 		sum := contentChecksum(f.Meta, data)
 		out[i] = Object{Sum: sum}
-		found, err := w.txn.stage.has(sum)
+		found, err := w.txn.stage.committed(sum)
 		if err != nil {
 			return i, err
 		}
